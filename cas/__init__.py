@@ -1,0 +1,3 @@
+"""cas: a content-addressed artifact repository for pipeline runs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,136 @@
+"""BLAKE3 digests, the canonical JSON form they are taken over, and sealed records.
+
+Canonical JSON (version ``CANONICAL_VERSION``) is orjson's output with sorted
+keys: compact separators, UTF-8 (no ASCII escaping), shortest round-trip floats.
+Content must already be plain JSON (`check_plain_json`): NaN, bytes, datetimes,
+sets, tuples and other Python values are refused with the path where they sit,
+never turned into strings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+import orjson
+
+from cas.errors import IntegrityError, InvalidContentError, InvalidInputError
+
+CANONICAL_VERSION = "cas-json-1"
+DIGEST_ALGORITHM = "blake3"
+HEX_LENGTH = 64
+SHORT_LENGTH = 12
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Digest:
+    """A BLAKE3-256 digest, held as 64 lowercase hex characters."""
+
+    hex: str
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        """Validate `text` (64 lowercase hex characters) and wrap it."""
+        if len(text) != HEX_LENGTH or not _HEX.issuperset(text):
+            raise InvalidInputError(
+                f"invalid digest {text[:80]!r}: expected {HEX_LENGTH} lowercase hex characters"
+            )
+        return cls(text)
+
+    @classmethod
+    def of(cls, data: bytes) -> Digest:
+        """The digest of `data`."""
+        return cls(blake3.blake3(data).hexdigest())
+
+    @property
+    def short(self) -> str:
+        """The first 12 hex characters, for display."""
+        return self.hex[:SHORT_LENGTH]
+
+    @property
+    def path(self) -> str:
+        """The sharded relative path: ``ab/cdef…``."""
+        return f"{self.hex[:2]}/{self.hex[2:]}"
+
+    def __str__(self) -> str:
+        return self.hex
+
+
+def is_digest_prefix(text: str) -> bool:
+    """Whether `text` could be the start of a digest."""
+    return 0 < len(text) <= HEX_LENGTH and _HEX.issuperset(text)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical bytes of an already plain-JSON `value`."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def check_plain_json(value: Any) -> tuple[Any, bytes]:
+    """A plain-JSON copy of `value` and its canonical bytes, or `InvalidContentError`.
+
+    The fast path is one C round trip: serialise, parse, compare. Anything orjson
+    would quietly convert (datetimes, tuples, NaN, dataclasses) compares unequal,
+    and then a Python walk finds the exact place to report.
+    """
+    try:
+        data = canonical_json(value)
+        copy = orjson.loads(data)
+    except (TypeError, orjson.JSONEncodeError):
+        data, copy = b"", _MISMATCH
+    if copy is not _MISMATCH and _same(copy, value):
+        return copy, data
+    _walk(value, "$")
+    raise InvalidContentError("$", "value does not survive a JSON round trip")
+
+
+_MISMATCH: Any = object()
+
+
+def _same(copy: Any, value: Any) -> bool:
+    # `==` treats 1 == 1.0 == True and NaN != NaN; the walk settles the doubtful cases.
+    return bool(copy == value) and type(copy) is type(value)
+
+
+def _walk(value: Any, path: str) -> None:
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise InvalidContentError(path, f"key {key!r} is {type(key).__name__}, not str")
+            _walk(item, f"{path}.{key}")
+    elif kind is list:
+        for position, item in enumerate(value):
+            _walk(item, f"{path}[{position}]")
+    elif kind is float:
+        if not math.isfinite(value):
+            raise InvalidContentError(path, f"{value!r} is not a JSON number")
+    elif kind is int:
+        if not -(2**63) <= value < 2**64:
+            raise InvalidContentError(path, "integer out of 64-bit range")
+    elif kind not in (str, bool, type(None)):
+        raise InvalidContentError(path, f"{kind.__name__} is not a JSON type")
+
+
+def seal(record: dict[str, Any]) -> bytes:
+    """Canonical bytes of `record` with a ``check`` field: a short BLAKE3 of the rest."""
+    body = canonical_json(record)
+    check = blake3.blake3(body).hexdigest()[:32]
+    return canonical_json({**record, "check": check})
+
+
+def unseal(data: bytes, location: str) -> dict[str, Any]:
+    """Parse a sealed record and verify its check, raising `IntegrityError` if damaged."""
+    try:
+        record = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise IntegrityError(f"damaged record at {location}: {error}", location=location) from None
+    if not isinstance(record, dict) or "check" not in record:
+        raise IntegrityError(f"damaged record at {location}: no check field", location=location)
+    check = record.pop("check")
+    if blake3.blake3(canonical_json(record)).hexdigest()[:32] != check:
+        raise IntegrityError(f"damaged record at {location}: check mismatch", location=location)
+    return record

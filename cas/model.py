@@ -1,0 +1,293 @@
+"""The values `cas` stores: messages, execution results and manifest entries.
+
+Each is a frozen dataclass that round-trips through JSON exactly
+(``X.from_dict(x.to_dict()) == x``). A `Message` splits in two when stored: the
+*payload* ``{schema, content}`` is content-addressed and shared by every run that
+produced it; the *envelope* (id, source, timestamp, context, execution info)
+belongs to one run and lives in that run's manifest entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, cast, get_args
+
+from cas.digest import Digest, canonical_json, check_plain_json
+from cas.errors import InvalidInputError
+from cas.ids import check_artifact_id, check_id, check_run_id
+
+RunStatus = Literal["running", "completed", "partial", "failed", "interrupted"]
+OutcomeStatus = Literal["completed", "failed", "skipped"]
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+OUTCOME_STATUSES: tuple[str, ...] = get_args(OutcomeStatus)
+FINAL_STATUSES = frozenset({"completed", "partial", "failed", "interrupted"})
+
+
+def _choice(value: Any, allowed: tuple[str, ...], what: str) -> Any:
+    if value not in allowed:
+        raise InvalidInputError(f"invalid {what} {value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _parse_time(value: Any, what: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"invalid {what} {value!r}: expected an ISO 8601 time") from None
+
+
+def _json_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidInputError(
+            f"invalid {what}: expected a JSON object, got {type(value).__name__}"
+        )
+    return cast(dict[str, Any], check_plain_json(value)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaRef:
+    """A schema's name and version, e.g. ``personal_data_finding`` ``1.0.0``."""
+
+    name: str
+    version: str
+
+    def __post_init__(self) -> None:
+        check_id(self.name, "schema name")
+        check_id(self.version, "schema version")
+
+    def __str__(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SchemaRef:
+        if not isinstance(data, dict):
+            raise InvalidInputError(f"invalid schema {data!r}: expected {{name, version}}")
+        return cls(str(data.get("name")), str(data.get("version")))
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionInfo:
+    """How the step that produced a message went."""
+
+    status: str = "completed"
+    error: str | None = None
+    duration_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "error": self.error,
+            "duration_seconds": self.duration_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExecutionInfo:
+        return cls(data.get("status", "completed"), data.get("error"), data.get("duration_seconds"))
+
+
+@dataclass(frozen=True)
+class Message:
+    """One step's output: JSON content with its schema, plus the run-specific envelope."""
+
+    id: str
+    content: dict[str, Any]
+    schema: SchemaRef | None = None
+    source: str | None = None
+    timestamp: datetime | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    execution: ExecutionInfo | None = None
+    _canonical: bytes = field(default=b"", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.content, dict):
+            raise InvalidInputError(
+                f"invalid content: expected a JSON object, got {type(self.content).__name__}"
+            )
+        content, data = check_plain_json(self.content)
+        object.__setattr__(self, "content", content)
+        object.__setattr__(self, "context", _json_object(self.context, "context"))
+        object.__setattr__(self, "_canonical", data)
+
+    def payload(self) -> bytes:
+        """Canonical bytes of ``{"content": …, "schema": …}``: what the digest names."""
+        schema = b"null" if self.schema is None else canonical_json(self.schema.to_dict())
+        return b'{"content":' + self._canonical + b',"schema":' + schema + b"}"
+
+    def envelope(self) -> dict[str, Any]:
+        """The run-specific fields, kept in the run's manifest entry."""
+        return {
+            "id": self.id,
+            "source": self.source,
+            "timestamp": _time(self.timestamp),
+            "context": self.context,
+            "execution": None if self.execution is None else self.execution.to_dict(),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        schema = None if self.schema is None else self.schema.to_dict()
+        return {**self.envelope(), "schema": schema, "content": self.content}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Message:
+        schema = data.get("schema")
+        execution = data.get("execution")
+        return cls(
+            id=data["id"],
+            content=data["content"],
+            schema=None if schema is None else SchemaRef.from_dict(schema),
+            source=data.get("source"),
+            timestamp=_parse_time(data.get("timestamp"), "timestamp"),
+            context=data.get("context") or {},
+            execution=None if execution is None else ExecutionInfo.from_dict(execution),
+        )
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], envelope: dict[str, Any]) -> Message:
+        """Rebuild a message from a stored payload and its run's envelope."""
+        return cls.from_dict({**envelope, **payload})
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactOutcome:
+    """How one artifact of a run ended."""
+
+    status: OutcomeStatus
+    error_type: str | None = None
+    error_message: str | None = None
+    reason: str | None = None
+    duration_seconds: float | None = None
+    cached_from: str | None = None
+
+    def __post_init__(self) -> None:
+        _choice(self.status, OUTCOME_STATUSES, "artifact outcome")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "reason": self.reason,
+            "duration_seconds": self.duration_seconds,
+            "cached_from": self.cached_from,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactOutcome:
+        return cls(
+            status=data["status"],
+            error_type=data.get("error_type"),
+            error_message=data.get("error_message"),
+            reason=data.get("reason"),
+            duration_seconds=data.get("duration_seconds"),
+            cached_from=data.get("cached_from"),
+        )
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """The record of one run: status, timing and every artifact's outcome."""
+
+    run_id: str
+    status: RunStatus
+    started_at: datetime
+    runbook: str | None = None
+    ended_at: datetime | None = None
+    duration_seconds: float | None = None
+    artifacts: dict[str, ArtifactOutcome] = field(default_factory=dict)
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        check_run_id(self.run_id)
+        _choice(self.status, RUN_STATUSES, "run status")
+        for artifact_id in self.artifacts:
+            check_artifact_id(artifact_id)
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the run has ended (any status but ``running``)."""
+        return self.status in FINAL_STATUSES
+
+    def counts(self) -> dict[str, int]:
+        """Artifacts by outcome."""
+        counts = dict.fromkeys(OUTCOME_STATUSES, 0)
+        for outcome in self.artifacts.values():
+            counts[outcome.status] += 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "runbook": self.runbook,
+            "started_at": _time(self.started_at),
+            "ended_at": _time(self.ended_at),
+            "duration_seconds": self.duration_seconds,
+            "artifacts": {key: value.to_dict() for key, value in self.artifacts.items()},
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExecutionResult:
+        started = _parse_time(data.get("started_at"), "started_at")
+        if started is None:
+            raise InvalidInputError("invalid execution result: started_at is required")
+        return cls(
+            run_id=data["run_id"],
+            status=data["status"],
+            started_at=started,
+            runbook=data.get("runbook"),
+            ended_at=_parse_time(data.get("ended_at"), "ended_at"),
+            duration_seconds=data.get("duration_seconds"),
+            artifacts={
+                key: ArtifactOutcome.from_dict(value)
+                for key, value in (data.get("artifacts") or {}).items()
+            },
+            error=data.get("error"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactEntry:
+    """One line of a run's manifest: artifact id → payload digest, plus the envelope."""
+
+    artifact_id: str
+    digest: Digest
+    size: int
+    schema: SchemaRef | None
+    validated: bool
+    envelope: dict[str, Any]
+    saved_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact_id,
+            "digest": self.digest.hex,
+            "size": self.size,
+            "schema": None if self.schema is None else self.schema.to_dict(),
+            "validated": self.validated,
+            "envelope": self.envelope,
+            "saved_at": self.saved_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactEntry:
+        schema = data.get("schema")
+        return cls(
+            artifact_id=check_artifact_id(data["artifact"]),
+            digest=Digest.parse(data["digest"]),
+            size=int(data["size"]),
+            schema=None if schema is None else SchemaRef.from_dict(schema),
+            validated=bool(data["validated"]),
+            envelope=data["envelope"],
+            saved_at=data["saved_at"],
+        )

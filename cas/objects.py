@@ -1,0 +1,340 @@
+"""Bytes under keys: the tiny backends, and the content-addressed object store on top.
+
+A backend knows a handful of verbs (write, read, exists, list, delete, and append
+where the medium allows it) and nothing about hashing or runs. Keys are relative
+``/``-separated paths whose every segment is checked, and the local backend also
+checks the resolved path, so no key can reach outside the root.
+
+`ObjectStore` names bytes by their BLAKE3 digest under ``objects/ab/cdef…``: a
+write is skipped when the object exists, every read re-hashes.
+
+fsspec (and through it s3fs) is imported only here.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from cas.digest import Digest, is_digest_prefix
+from cas.errors import IntegrityError, InvalidInputError, NotFoundError
+
+TEMP_SUFFIX = ".tmp"
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
+
+
+def check_key(key: str) -> str:
+    """Refuse any key that is not a relative path of safe segments."""
+    parts = key.split("/")
+    for part in parts:
+        if _SEGMENT.fullmatch(part) is None or ".." in part:
+            raise InvalidInputError(f"invalid storage key {key[:120]!r}: unsafe segment {part!r}")
+    return key
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of our temporary files (``.name.token.tmp``)."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+class Backend(Protocol):
+    """What the layers above need from a storage medium."""
+
+    url: str
+    supports_append: bool
+
+    def write(self, key: str, data: bytes) -> None:
+        """Store `data` under `key` atomically, replacing what was there."""
+
+    def read(self, key: str) -> bytes:
+        """The bytes under `key`; `NotFoundError` if absent."""
+
+    def exists(self, key: str) -> bool:
+        """Whether `key` holds bytes."""
+
+    def size(self, key: str) -> int:
+        """Stored size of `key` in bytes; `NotFoundError` if absent."""
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key below the folder `prefix` ("" for the root), temporaries included."""
+
+    def children(self, prefix: str) -> builtins.list[str]:
+        """Names directly inside the folder `prefix` (files and folders)."""
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove `keys`; absent ones are ignored."""
+
+    def append(self, key: str, data: bytes) -> None:
+        """Append `data` (whole lines) to `key`; only where `supports_append`."""
+
+    def sync(self, key: str) -> None:
+        """Make earlier appends to `key` durable."""
+
+
+class LocalBackend:
+    """A folder on the local disk: temp file, fsync, rename, fsync the folder."""
+
+    supports_append = True
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self.root = Path(root).resolve()
+        self.url = str(self.root)
+        self.fsync = fsync
+        self._checked_tails: set[str] = set()
+
+    def _path(self, key: str) -> Path:
+        path = self.root / check_key(key)
+        if not path.resolve().is_relative_to(self.root):
+            raise InvalidInputError(f"invalid storage key {key!r}: leaves the repository root")
+        return path
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, data)
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        temp.replace(path)
+        if self.fsync:
+            _fsync_dir(path.parent)
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"no such key {key!r} in {self.url}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise NotFoundError(f"no such key {key!r} in {self.url}") from None
+
+    def _folder(self, prefix: str) -> Path:
+        return self._path(prefix) if prefix else self.root
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._folder(prefix)
+        for folder, _dirs, files in os.walk(base):
+            rel = Path(folder).relative_to(self.root).as_posix()
+            for name in files:
+                yield name if rel == "." else f"{rel}/{name}"
+
+    def children(self, prefix: str) -> builtins.list[str]:
+        try:
+            return [entry.name for entry in os.scandir(self._folder(prefix))]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(key).unlink()
+
+    def append(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+        try:
+            if key not in self._checked_tails:
+                _repair_torn_tail(fd)
+                self._checked_tails.add(key)
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+
+    def sync(self, key: str) -> None:
+        if not self.fsync:
+            return
+        path = self._path(key)
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _repair_torn_tail(fd: int) -> None:
+    """Cut a line a crashed writer left half-written, so the next append starts clean."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
+        return
+    start = max(0, end - (1 << 20))
+    tail = os.pread(fd, end - start, start)
+    os.truncate(fd, start + tail.rfind(b"\n") + 1)
+
+
+class FsspecBackend:
+    """Any fsspec filesystem (memory, S3 through s3fs, …): one PUT per write."""
+
+    supports_append = False
+
+    def __init__(self, url: str, **storage_options: Any) -> None:
+        import fsspec
+
+        self.fs, root = fsspec.url_to_fs(url, **storage_options)
+        self.root = root.rstrip("/")
+        self.url = url
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{check_key(key)}"
+
+    def _folder(self, prefix: str) -> str:
+        return self._path(prefix) if prefix else self.root
+
+    def write(self, key: str, data: bytes) -> None:
+        self.fs.pipe_file(self._path(key), data)
+
+    def read(self, key: str) -> bytes:
+        try:
+            data: bytes = self.fs.cat_file(self._path(key))
+        except FileNotFoundError:
+            raise NotFoundError(f"no such key {key!r} in {self.url}") from None
+        return data
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.isfile(self._path(key)))
+
+    def size(self, key: str) -> int:
+        try:
+            return int(self.fs.size(self._path(key)))
+        except FileNotFoundError:
+            raise NotFoundError(f"no such key {key!r} in {self.url}") from None
+
+    def list(self, prefix: str) -> Iterator[str]:
+        for path in self.fs.find(self._folder(prefix)):
+            yield _relative(str(path), self.root)
+
+    def children(self, prefix: str) -> builtins.list[str]:
+        try:
+            entries = self.fs.ls(self._folder(prefix), detail=False)
+        except FileNotFoundError:
+            return []
+        return [str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries]
+
+    def delete(self, keys: Iterable[str]) -> None:
+        paths = [self._path(key) for key in keys]
+        if paths:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(paths)
+
+    def append(self, key: str, data: bytes) -> None:
+        raise NotImplementedError(f"{self.url} does not support append")
+
+    def sync(self, key: str) -> None:
+        """Each write is already durable (one PUT)."""
+
+
+def _relative(path: str, root: str) -> str:
+    path, root = path.lstrip("/"), root.lstrip("/")
+    return path[len(root) + 1 :] if root else path
+
+
+def open_backend(url: str, *, fsync: bool = True, **storage_options: Any) -> Backend:
+    """A backend for a local path (or ``file://`` URL) or any fsspec URL."""
+    if "://" not in url or url.startswith("file://"):
+        return LocalBackend(url.removeprefix("file://"), fsync=fsync)
+    return FsspecBackend(url, **storage_options)
+
+
+OBJECTS = "objects"
+
+
+class ObjectStore:
+    """Write-once objects named by the BLAKE3 of their bytes; every read re-hashes."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    @staticmethod
+    def key(digest: Digest) -> str:
+        """Where `digest` lives in the backend."""
+        return f"{OBJECTS}/{digest.path}"
+
+    def put(self, data: bytes, digest: Digest | None = None) -> tuple[Digest, bool]:
+        """Store `data`; return its digest and whether bytes were written (False if present)."""
+        digest = digest or Digest.of(data)
+        key = self.key(digest)
+        if self.backend.exists(key):
+            return digest, False
+        self.backend.write(key, data)
+        return digest, True
+
+    def get(self, digest: Digest) -> bytes:
+        """The verified bytes of `digest`; `NotFoundError` or `IntegrityError` otherwise."""
+        try:
+            data = self.backend.read(self.key(digest))
+        except NotFoundError:
+            raise NotFoundError(f"object {digest.hex} is missing") from None
+        if Digest.of(data) != digest:
+            raise IntegrityError(
+                f"object {digest.hex} is corrupt: its bytes hash to {Digest.of(data).hex}",
+                digest=digest.hex,
+                location=self.key(digest),
+            )
+        return data
+
+    def size(self, digest: Digest) -> int:
+        """Stored size of an object."""
+        return self.backend.size(self.key(digest))
+
+    def missing(self, digests: Iterable[Digest]) -> set[Digest]:
+        """Which of `digests` are absent: one listing per shard for large sets."""
+        wanted = set(digests)
+        if len(wanted) < 64 or isinstance(self.backend, LocalBackend):
+            return {d for d in wanted if not self.backend.exists(self.key(d))}
+        shards = {d.hex[:2] for d in wanted}
+        present = {d for shard in shards for d in self._in_shard(shard)}
+        return wanted - present
+
+    def _in_shard(self, shard: str) -> Iterator[Digest]:
+        for name in self.backend.children(f"{OBJECTS}/{shard}"):
+            if is_digest_prefix(shard + name) and len(name) == 62:
+                yield Digest(shard + name)
+
+    def __iter__(self) -> Iterator[Digest]:
+        """Every stored digest (temporaries skipped)."""
+        for shard in sorted(self.backend.children(OBJECTS)):
+            if len(shard) == 2:
+                yield from self._in_shard(shard)
+
+    def delete(self, digests: Iterable[Digest]) -> None:
+        """Remove objects (garbage collection only)."""
+        self.backend.delete(self.key(d) for d in digests)

@@ -1,0 +1,180 @@
+"""The repository: one root holding objects, run folders, schemas and config.
+
+This facade opens a backend, checks the format in ``config.json`` and ties the
+stores together so that writes happen in the documented order: objects, then
+manifest entries, then (after the manifest is durable) the execution result.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from cas.digest import CANONICAL_VERSION, DIGEST_ALGORITHM, Digest, is_digest_prefix
+from cas.errors import AmbiguousError, InvalidInputError, NotFoundError, RepositoryError
+from cas.ids import is_valid_id
+from cas.model import ExecutionResult
+from cas.objects import OBJECTS, Backend, ObjectStore, open_backend
+from cas.schemas import SchemaRegistry
+from cas.stores import RUNS, BackendArtifactStore, BackendExecutionStore
+
+DEFAULT_LOCATION = ".waivern"
+FORMAT = "cas-repository/1"
+CONFIG = "config.json"
+MIN_PREFIX = 4
+
+
+def default_location() -> str:
+    """``$CAS_REPO`` if set, else ``.waivern`` in the working directory."""
+    return os.environ.get("CAS_REPO") or DEFAULT_LOCATION
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as listings show it: its result, or None if none was saved yet."""
+
+    run_id: str
+    result: ExecutionResult | None
+    artifact_count: int
+
+    @property
+    def status(self) -> str:
+        return self.result.status if self.result else "no-result"
+
+    @property
+    def started_at(self) -> datetime | None:
+        return self.result.started_at if self.result else None
+
+
+class Repository:
+    """Stores, schemas and config of one repository root."""
+
+    def __init__(self, backend: Backend, config: dict[str, Any]) -> None:
+        self.backend = backend
+        self.config = config
+        self.objects = ObjectStore(backend)
+        self.schemas = SchemaRegistry(backend, config.get("schema_packages", []))
+        self.artifacts = BackendArtifactStore(backend, self.objects, self.schemas)
+        self.executions = BackendExecutionStore(backend, before_save=self.artifacts.sync)
+
+    @property
+    def url(self) -> str:
+        return self.backend.url
+
+    @classmethod
+    def init(
+        cls, location: str | None = None, *, fsync: bool = True, **storage_options: Any
+    ) -> Repository:
+        """Open the repository at `location`, creating it first if it does not exist."""
+        backend = open_backend(location or default_location(), fsync=fsync, **storage_options)
+        try:
+            return cls(backend, _read_config(backend))
+        except NotFoundError:
+            pass
+        config = {
+            "format": FORMAT,
+            "digest": DIGEST_ALGORITHM,
+            "canonical_json": CANONICAL_VERSION,
+            "created_at": datetime.now(UTC).isoformat(),
+            "schema_packages": [],
+        }
+        backend.write(CONFIG, orjson.dumps(config, option=orjson.OPT_INDENT_2))
+        return cls(backend, config)
+
+    @classmethod
+    def open(
+        cls, location: str | None = None, *, fsync: bool = True, **storage_options: Any
+    ) -> Repository:
+        """Open an existing repository; `RepositoryError` if there is none."""
+        location = location or default_location()
+        backend = open_backend(location, fsync=fsync, **storage_options)
+        try:
+            return cls(backend, _read_config(backend))
+        except NotFoundError:
+            raise RepositoryError(
+                f"no repository at {location!r}: run 'cas init' first (or set --repo / CAS_REPO)"
+            ) from None
+
+    def run_ids(self) -> list[str]:
+        """Every run folder, with or without a result, sorted."""
+        return sorted(name for name in self.backend.children(RUNS) if is_valid_id(name))
+
+    def run_info(self, run_id: str) -> RunInfo:
+        """A run's result (if saved) and artifact count."""
+        try:
+            result: ExecutionResult | None = self.executions.get(run_id)
+        except NotFoundError:
+            result = None
+        count = len(self.artifacts.entries(run_id))
+        return RunInfo(run_id, result, count)
+
+    def runs(self) -> list[RunInfo]:
+        """Every run, newest first (runs without a result last)."""
+        infos = [self.run_info(run_id) for run_id in self.run_ids()]
+        epoch = datetime.min.replace(tzinfo=UTC)
+        return sorted(
+            infos, key=lambda info: (_aware(info.started_at) or epoch, info.run_id), reverse=True
+        )
+
+    def resolve_run(self, text: str) -> str:
+        """A run id from an exact id, a unique prefix, or ``latest``."""
+        ids = self.run_ids()
+        if text == "latest":
+            runs = self.runs()
+            if not runs:
+                raise NotFoundError(f"no runs in {self.url}")
+            return runs[0].run_id
+        if text in ids:
+            return text
+        matches = [run_id for run_id in ids if run_id.startswith(text)] if text else []
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            shown = ", ".join(matches[:5])
+            raise AmbiguousError(f"run prefix {text!r} matches {len(matches)} runs: {shown}")
+        raise NotFoundError(f"no run {text!r} in {self.url}")
+
+    def resolve_digest(self, prefix: str) -> Digest:
+        """The one stored digest starting with `prefix` (at least 4 hex characters)."""
+        text = prefix.lower()
+        if not is_digest_prefix(text) or len(text) < MIN_PREFIX:
+            raise InvalidInputError(
+                f"invalid digest prefix {prefix[:80]!r}: expected {MIN_PREFIX}-64 hex characters"
+            )
+        shard = self.backend.children(f"{OBJECTS}/{text[:2]}")
+        matches = sorted(text[:2] + name for name in shard if (text[:2] + name).startswith(text))
+        matches = [m for m in matches if len(m) == 64]
+        if len(matches) == 1:
+            return Digest(matches[0])
+        if matches:
+            raise AmbiguousError(f"digest prefix {prefix!r} matches {len(matches)} objects")
+        raise NotFoundError(f"no object {prefix!r} in {self.url}")
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _read_config(backend: Backend) -> dict[str, Any]:
+    data = backend.read(CONFIG)
+    try:
+        config = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise RepositoryError(f"{backend.url}/{CONFIG} is not valid JSON: {error}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else None
+        raise RepositoryError(
+            f"{backend.url} has repository format {found!r}: this cas reads {FORMAT!r}"
+        )
+    if config.get("canonical_json") != CANONICAL_VERSION:
+        raise RepositoryError(
+            f"{backend.url} uses canonical JSON {config.get('canonical_json')!r}: "
+            f"this cas writes {CANONICAL_VERSION!r}"
+        )
+    return config

@@ -1,0 +1,140 @@
+"""JSON Schemas registered for (name, version), enforced before anything is written.
+
+Schemas come from the repository's ``schemas/{name}/{version}.json`` and from
+Python packages named in the repository config (``schema_packages``) or in
+``CAS_SCHEMA_PACKAGES``, each holding ``{name}/{version}.json`` files. The
+repository folder wins. A registered schema is immutable: adding a different
+document under the same (name, version) is a conflict.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.resources
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import jsonschema
+import orjson
+
+from cas.digest import canonical_json
+from cas.errors import ConflictError, InvalidInputError, NotFoundError, SchemaValidationError
+from cas.model import SchemaRef
+from cas.objects import Backend
+
+SCHEMAS = "schemas"
+_ABSENT: Any = object()
+
+
+class SchemaRegistry:
+    """Looks schemas up (cached per process) and validates content against them."""
+
+    def __init__(self, backend: Backend, packages: Iterable[str] = ()) -> None:
+        self.backend = backend
+        env = os.environ.get("CAS_SCHEMA_PACKAGES", "")
+        self.packages = [*packages, *(name for name in env.split(",") if name.strip())]
+        self._validators: dict[SchemaRef, Any] = {}
+
+    @staticmethod
+    def key(ref: SchemaRef) -> str:
+        """Where a schema lives in the repository."""
+        return f"{SCHEMAS}/{ref.name}/{ref.version}.json"
+
+    def document(self, ref: SchemaRef) -> dict[str, Any] | None:
+        """The schema document for `ref`, or None if it is not registered."""
+        try:
+            return _parse(self.backend.read(self.key(ref)), self.key(ref))
+        except NotFoundError:
+            pass
+        for package in self.packages:
+            data = _package_file(package.strip(), ref)
+            if data is not None:
+                return _parse(data, f"{package}:{ref}")
+        return None
+
+    def validate(self, ref: SchemaRef | None, content: dict[str, Any]) -> bool:
+        """Raise `SchemaValidationError` on invalid content; return whether a schema applied."""
+        if ref is None:
+            return False
+        validator = self._validator(ref)
+        if validator is None:
+            return False
+        error = jsonschema.exceptions.best_match(validator.iter_errors(content))
+        if error is not None:
+            raise SchemaValidationError(str(ref), error.json_path, error.message)
+        return True
+
+    def _validator(self, ref: SchemaRef) -> Any:
+        validator = self._validators.get(ref, _ABSENT)
+        if validator is _ABSENT:
+            document = self.document(ref)
+            validator = None if document is None else _compile(document, str(ref))
+            self._validators[ref] = validator
+        return validator
+
+    def add(self, ref: SchemaRef, document: dict[str, Any]) -> bool:
+        """Register `document`; False if the same one is already there."""
+        _compile(document, str(ref))
+        existing = self.document(ref)
+        if existing is not None:
+            if canonical_json(existing) != canonical_json(document):
+                raise ConflictError(f"schema {ref} is already registered with a different document")
+            return False
+        self.backend.write(self.key(ref), orjson.dumps(document, option=orjson.OPT_INDENT_2))
+        self._validators.pop(ref, None)
+        return True
+
+    def list(self) -> builtins.list[tuple[SchemaRef, str]]:
+        """Every registered schema with where it comes from."""
+        found: dict[SchemaRef, str] = {}
+        for package in reversed(self.packages):
+            found.update(dict.fromkeys(_package_refs(package.strip()), f"package {package}"))
+        for name in self.backend.children(SCHEMAS):
+            for file in self.backend.children(f"{SCHEMAS}/{name}"):
+                if file.endswith(".json") and not file.startswith("."):
+                    found[SchemaRef(name, file.removesuffix(".json"))] = "repository"
+        return sorted(found.items(), key=lambda item: (item[0].name, item[0].version))
+
+
+def _parse(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInputError(f"schema {where} is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidInputError(f"schema {where} is not a JSON object")
+    return document
+
+
+def _compile(document: dict[str, Any], name: str) -> Any:
+    cls = jsonschema.validators.validator_for(document)
+    try:
+        cls.check_schema(document)
+    except jsonschema.exceptions.SchemaError as error:
+        raise InvalidInputError(
+            f"schema {name} is not a valid JSON Schema: {error.message}"
+        ) from None
+    return cls(document)
+
+
+def _package_file(package: str, ref: SchemaRef) -> bytes | None:
+    try:
+        path = importlib.resources.files(package) / ref.name / f"{ref.version}.json"
+        return path.read_bytes() if path.is_file() else None
+    except ModuleNotFoundError:
+        return None
+
+
+def _package_refs(package: str) -> list[SchemaRef]:
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        return []
+    return [
+        SchemaRef(folder.name, file.name.removesuffix(".json"))
+        for folder in root.iterdir()
+        if folder.is_dir() and not folder.name.startswith(("_", "."))
+        for file in folder.iterdir()
+        if file.name.endswith(".json")
+    ]

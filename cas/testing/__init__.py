@@ -1,0 +1,1 @@
+"""Test helpers and pytest fixtures for the cas package."""
