@@ -70,9 +70,11 @@ class SchemaRef:
 
     @classmethod
     def from_dict(cls, data: Any) -> SchemaRef:
-        if not isinstance(data, dict):
-            raise InvalidInputError(f"invalid schema {data!r}: expected {{name, version}}")
-        return cls(str(data.get("name")), str(data.get("version")))
+        name = data.get("name") if isinstance(data, dict) else None
+        version = data.get("version") if isinstance(data, dict) else None
+        if not isinstance(name, str) or not isinstance(version, str):
+            raise InvalidInputError(f"invalid schema {data!r}: expected {{name, version}} strings")
+        return cls(name, version)
 
 
 @dataclass(frozen=True, slots=True)
