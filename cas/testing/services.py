@@ -6,6 +6,7 @@ Fixtures:
 
 * ``moto_server`` (session): a ``python -m moto.server`` process on 127.0.0.1
   -> :class:`MotoServer`.
+* ``s3_admin_fs`` (session): the s3fs filesystem used to create and drop buckets.
 * ``s3_bucket`` (function): a fresh bucket on that server -> :class:`S3Bucket`
   (unpacks as ``url, storage_options``).
 * ``postgres_server`` (session): a throwaway PostgreSQL cluster -> :class:`PostgresServer`.
@@ -261,24 +262,28 @@ def _delete_bucket(fs: Any, bucket: str) -> None:
         fs.rmdir(bucket)
 
 
+@pytest.fixture(scope="session")
+def s3_admin_fs(moto_server: MotoServer) -> Any:
+    """One session-wide ``s3fs.S3FileSystem`` on the moto server, used to create/drop buckets."""
+    import s3fs
+
+    return s3fs.S3FileSystem(**moto_server.storage_options())
+
+
 @pytest.fixture
-def s3_bucket(moto_server: MotoServer) -> Iterator[S3Bucket]:
+def s3_bucket(moto_server: MotoServer, s3_admin_fs: Any) -> Iterator[S3Bucket]:
     """Create a fresh, uniquely named bucket on the moto server; delete it afterwards.
 
     Yields an :class:`S3Bucket` that unpacks as ``(url, storage_options)``, e.g.
     ``fs, path = fsspec.url_to_fs(url, **storage_options)``. The options carry explicit
     dummy credentials and disable s3fs instance and listings caches.
     """
-    import s3fs
-
-    options = moto_server.storage_options()
-    fs = s3fs.S3FileSystem(**options)
     bucket = f"cas-test-{uuid.uuid4().hex[:20]}"
-    fs.mkdir(bucket)
+    s3_admin_fs.mkdir(bucket)
     try:
-        yield S3Bucket(url=f"s3://{bucket}", storage_options=options)
+        yield S3Bucket(url=f"s3://{bucket}", storage_options=moto_server.storage_options())
     finally:
-        _delete_bucket(fs, bucket)
+        _delete_bucket(s3_admin_fs, bucket)
 
 
 @dataclass
