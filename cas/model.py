@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast, get_args
 
-from cas.digest import Digest, canonical_json, check_plain_json
+from cas.digest import Digest, canonical_content, canonical_json, check_plain_json
 from cas.errors import InvalidInputError
 from cas.ids import check_artifact_id, check_id, check_run_id
 
@@ -48,7 +48,7 @@ def _json_object(value: Any, what: str) -> dict[str, Any]:
         raise InvalidInputError(
             f"invalid {what}: expected a JSON object, got {type(value).__name__}"
         )
-    return cast(dict[str, Any], check_plain_json(value)[0])
+    return cast(dict[str, Any], check_plain_json(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,22 +108,28 @@ class Message:
     timestamp: datetime | None = None
     context: dict[str, Any] = field(default_factory=dict)
     execution: ExecutionInfo | None = None
-    _canonical: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.content, dict):
             raise InvalidInputError(
                 f"invalid content: expected a JSON object, got {type(self.content).__name__}"
             )
-        content, data = check_plain_json(self.content)
-        object.__setattr__(self, "content", content)
-        object.__setattr__(self, "context", _json_object(self.context, "context"))
-        object.__setattr__(self, "_canonical", data)
+        object.__setattr__(self, "content", check_plain_json(self.content))
+        if self.context:
+            object.__setattr__(self, "context", _json_object(self.context, "context"))
+        elif not isinstance(self.context, dict):
+            raise InvalidInputError("invalid context: expected a JSON object")
 
     def payload(self) -> bytes:
-        """Canonical bytes of ``{"content": …, "schema": …}``: what the digest names."""
+        """Canonical bytes of ``{"content": …, "schema": …}``: what the digest names.
+
+        Serialised on each call, so content changed in place after construction
+        can never be stored under a stale digest.
+        """
         schema = b"null" if self.schema is None else canonical_json(self.schema.to_dict())
-        return b'{"content":' + self._canonical + b',"schema":' + schema + b"}"
+        return b"".join(
+            (b'{"content":', canonical_content(self.content), b',"schema":', schema, b"}")
+        )
 
     def envelope(self) -> dict[str, Any]:
         """The run-specific fields, kept in the run's manifest entry."""
@@ -169,6 +175,7 @@ class ArtifactOutcome:
     reason: str | None = None
     duration_seconds: float | None = None
     cached_from: str | None = None
+    step_key: str | None = None
 
     def __post_init__(self) -> None:
         _choice(self.status, OUTCOME_STATUSES, "artifact outcome")
@@ -181,6 +188,7 @@ class ArtifactOutcome:
             "reason": self.reason,
             "duration_seconds": self.duration_seconds,
             "cached_from": self.cached_from,
+            "step_key": self.step_key,
         }
 
     @classmethod
@@ -192,6 +200,7 @@ class ArtifactOutcome:
             reason=data.get("reason"),
             duration_seconds=data.get("duration_seconds"),
             cached_from=data.get("cached_from"),
+            step_key=data.get("step_key"),
         )
 
 

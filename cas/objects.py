@@ -18,6 +18,7 @@ import contextlib
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -88,19 +89,23 @@ class LocalBackend:
         self.fsync = fsync
         self._checked_tails: set[str] = set()
 
-    def _path(self, key: str) -> Path:
-        path = self.root / check_key(key)
-        if not path.resolve().is_relative_to(self.root):
+    def _path(self, key: str) -> str:
+        # check_key admits only plain segments (no "..", no leading "/" or "."), so the
+        # joined path stays under the root lexically; normpath proves it without the
+        # syscalls of resolve().
+        joined = os.path.normpath(f"{self.url}{os.sep}{check_key(key)}")
+        if not joined.startswith(self.url + os.sep):
             raise InvalidInputError(f"invalid storage key {key!r}: leaves the repository root")
-        return path
+        return joined
 
     def write(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+        folder, name = os.path.split(path)
+        temp = f"{folder}{os.sep}.{name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, data)
@@ -108,32 +113,32 @@ class LocalBackend:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        temp.replace(path)
+        os.replace(temp, path)
         if self.fsync:
-            _fsync_dir(path.parent)
+            _fsync_dir(folder)
 
     def read(self, key: str) -> bytes:
         try:
-            return self._path(key).read_bytes()
+            with open(self._path(key), "rb") as file:
+                return file.read()
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"no such key {key!r} in {self.url}") from None
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return os.path.isfile(self._path(key))
 
     def size(self, key: str) -> int:
         try:
-            return self._path(key).stat().st_size
-        except FileNotFoundError:
+            return os.stat(self._path(key)).st_size
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"no such key {key!r} in {self.url}") from None
 
-    def _folder(self, prefix: str) -> Path:
-        return self._path(prefix) if prefix else self.root
+    def _folder(self, prefix: str) -> str:
+        return self._path(prefix) if prefix else self.url
 
     def list(self, prefix: str) -> Iterator[str]:
-        base = self._folder(prefix)
-        for folder, _dirs, files in os.walk(base):
-            rel = Path(folder).relative_to(self.root).as_posix()
+        for folder, _dirs, files in os.walk(self._folder(prefix)):
+            rel = os.path.relpath(folder, self.url).replace(os.sep, "/")
             for name in files:
                 yield name if rel == "." else f"{rel}/{name}"
 
@@ -146,7 +151,7 @@ class LocalBackend:
     def delete(self, keys: Iterable[str]) -> None:
         for key in keys:
             with contextlib.suppress(FileNotFoundError):
-                self._path(key).unlink()
+                os.unlink(self._path(key))
 
     def append(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -154,7 +159,7 @@ class LocalBackend:
         try:
             fd = os.open(path, flags, 0o644)
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, flags, 0o644)
         try:
             if key not in self._checked_tails:
@@ -174,7 +179,7 @@ class LocalBackend:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _fsync_dir(path.parent)
+            _fsync_dir(os.path.dirname(path))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -183,7 +188,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: str) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -282,6 +287,9 @@ class ObjectStore:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self.written_objects = 0
+        self.written_bytes = 0
+        self._count_lock = threading.Lock()
 
     @staticmethod
     def key(digest: Digest) -> str:
@@ -295,6 +303,9 @@ class ObjectStore:
         if self.backend.exists(key):
             return digest, False
         self.backend.write(key, data)
+        with self._count_lock:
+            self.written_objects += 1
+            self.written_bytes += len(data)
         return digest, True
 
     def get(self, digest: Digest) -> bytes:
