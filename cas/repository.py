@@ -16,7 +16,7 @@ import orjson
 
 from cas.digest import CANONICAL_VERSION, DIGEST_ALGORITHM, Digest, is_digest_prefix
 from cas.errors import AmbiguousError, InvalidInputError, NotFoundError, RepositoryError
-from cas.ids import is_valid_id
+from cas.ids import check_run_id, is_valid_id
 from cas.model import ExecutionResult
 from cas.objects import OBJECTS, Backend, ObjectStore, open_backend
 from cas.schemas import SchemaRegistry
@@ -122,12 +122,13 @@ class Repository:
 
     def resolve_run(self, text: str) -> str:
         """A run id from an exact id, a unique prefix, or ``latest``."""
-        ids = self.run_ids()
         if text == "latest":
             runs = self.runs()
             if not runs:
                 raise NotFoundError(f"no runs in {self.url}")
             return runs[0].run_id
+        check_run_id(text)
+        ids = self.run_ids()
         if text in ids:
             return text
         matches = [run_id for run_id in ids if run_id.startswith(text)] if text else []

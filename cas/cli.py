@@ -1,0 +1,347 @@
+"""The ``cas`` command line: thin commands over the library, errors mapped once.
+
+Each command opens the repository, calls the library and hands the result to
+`cas.cli_render`. Every error a command raises reaches `_Group.invoke`, which
+prints one line (``cas: error: …``, or a JSON object under ``--json``) on stderr
+and exits with `exit_code(error)`; `docs/cli.md` publishes that table. The
+repository modules are imported inside the commands so ``cas --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import orjson
+import typer
+from typer.core import TyperGroup
+
+from cas import cli_render as render
+from cas.errors import (
+    CasError,
+    ConflictError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    RepositoryError,
+)
+
+if TYPE_CHECKING:
+    from cas.repository import Repository
+
+# Checked in order; the first match wins (AmbiguousError is an InvalidInputError).
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (InvalidInputError, 2),
+    (NotFoundError, 3),
+    (IntegrityError, 4),
+    (ConflictError, 5),
+    (RepositoryError, 6),
+)
+UNEXPECTED = 1
+
+
+def exit_code(error: BaseException) -> int:
+    """The process exit code for `error`: the table in docs/cli.md, 1 for anything else."""
+    for kind, code in EXIT_CODES:
+        if isinstance(error, kind):
+            return code
+    return UNEXPECTED
+
+
+def error_message(error: BaseException) -> str:
+    """`error` as one line; unexpected errors also name their type."""
+    text = " ".join(str(error).split())
+    if isinstance(error, CasError):
+        return text
+    return f"unexpected {type(error).__name__}: {text} (set CAS_DEBUG=1 for a traceback)"
+
+
+@dataclass
+class _State:
+    """What the app callback hands the commands: where the repository is, output mode."""
+
+    location: str | None = None
+    json: bool = False
+
+
+class _Group(TyperGroup):
+    """The root command group: the one place errors become output and exit codes."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # typer's own signals: --help, usage errors, Ctrl-C
+        except Exception as error:
+            if os.environ.get("CAS_DEBUG"):
+                raise
+            state = ctx.obj if isinstance(ctx.obj, _State) else _State()
+            _report(error, as_json=state.json)
+            raise typer.Exit(exit_code(error)) from None
+
+
+def _report(error: BaseException, *, as_json: bool) -> None:
+    message = error_message(error)
+    if as_json:
+        body = {"type": type(error).__name__, "message": message, "exit_code": exit_code(error)}
+        typer.echo(orjson.dumps({"error": body}).decode(), err=True)
+    else:
+        typer.echo(f"cas: error: {message}", err=True)
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="cas",
+    help="Content-addressed artifact repository for pipeline runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+schema_app = typer.Typer(
+    help="Register and list the JSON Schemas artifacts are validated against.",
+    no_args_is_help=True,
+)
+app.add_typer(schema_app, name="schema")
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON on stdout and nothing else; errors as JSON.")
+]
+RunArgument = Annotated[
+    str, typer.Argument(metavar="RUN", help="A run id, a unique prefix of one, or 'latest'.")
+]
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    repo: Annotated[
+        str | None,
+        typer.Option(
+            "--repo",
+            envvar="CAS_REPO",
+            metavar="PATH_OR_URL",
+            help="Repository folder or fsspec URL (s3://bucket/prefix). "
+            "Default: .waivern in the working directory.",
+        ),
+    ] = None,
+) -> None:
+    """Content-addressed artifact repository for pipeline runs."""
+    ctx.obj = _State(location=repo)
+
+
+def _open(ctx: typer.Context, *, json: bool = False) -> Repository:
+    """The existing repository named by ``--repo``; records the output mode first."""
+    from cas.repository import Repository
+
+    state = ctx.ensure_object(_State)
+    state.json = json
+    return Repository.open(state.location)
+
+
+def _resolve_run(repo: Repository, text: str) -> str:
+    """`Repository.resolve_run`, refusing text that breaks the id rule first."""
+    from cas.ids import check_run_id
+
+    return repo.resolve_run(text if text == "latest" else check_run_id(text))
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create the repository (nothing changes if it exists) and print where it is."""
+    from cas.repository import Repository
+
+    location = ctx.ensure_object(_State).location
+    try:
+        repo = Repository.open(location)
+        typer.echo(f"repository already exists at {repo.url}")
+    except RepositoryError:
+        repo = Repository.init(location)
+        typer.echo(f"created repository at {repo.url}")
+
+
+@app.command()
+def runs(
+    ctx: typer.Context,
+    json: JsonOption = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Show only the newest N runs.")
+    ] = None,
+) -> None:
+    """List runs, newest first: id, status, start time, duration and artifact count."""
+    infos = _open(ctx, json=json).runs()[:limit]
+    if json:
+        render.emit_json([render.run_dict(info) for info in infos])
+    else:
+        render.runs_table(infos)
+
+
+@app.command("inspect")
+def inspect_(
+    ctx: typer.Context,
+    run: RunArgument,
+    artifact: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="ARTIFACT",
+            help="An artifact id of the run: print that message instead of the run.",
+        ),
+    ] = None,
+    content: Annotated[
+        bool, typer.Option("--content", help="With ARTIFACT: print only the message content.")
+    ] = False,
+    json: JsonOption = False,
+) -> None:
+    """Show a run's execution result and artifacts, or one artifact's message as JSON."""
+    repo = _open(ctx, json=json)
+    run_id = _resolve_run(repo, run)
+    if artifact is None:
+        if content:
+            raise InvalidInputError("--content needs an ARTIFACT argument")
+        _show_run(repo, run_id, as_json=json)
+        return
+    message = repo.artifacts.get(run_id, artifact)
+    render.emit_json(message.content if content else message.to_dict())
+
+
+def _show_run(repo: Repository, run_id: str, *, as_json: bool) -> None:
+    try:
+        result = repo.executions.get(run_id)
+    except NotFoundError:
+        result = None
+    rows = render.artifact_rows(result, repo.artifacts.entries(run_id))
+    if as_json:
+        body = {"run_id": run_id, "result": result.to_dict() if result else None}
+        render.emit_json({**body, "artifacts": rows})
+    else:
+        render.run_view(run_id, result, rows)
+
+
+@app.command()
+def cat(
+    ctx: typer.Context,
+    digest: Annotated[
+        str,
+        typer.Argument(metavar="DIGEST_PREFIX", help="A digest or a unique prefix (4+ hex)."),
+    ],
+) -> None:
+    """Write an object's payload bytes, verified, to stdout and nothing else."""
+    repo = _open(ctx)
+    data = repo.objects.get(repo.resolve_digest(digest))
+    stream = typer.get_binary_stream("stdout")
+    stream.write(data)
+    stream.flush()
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    runs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="RUN", help="Runs to check (ids, prefixes or 'latest'); default all."
+        ),
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """Re-hash every object the runs reference and check their records; exit 4 on damage."""
+    from cas.verify import verify as check
+
+    repo = _open(ctx, json=json)
+    run_ids = list(dict.fromkeys(_resolve_run(repo, run) for run in runs)) if runs else None
+    with render.progress_bar(enabled=not json and sys.stderr.isatty()) as progress:
+        report = check(repo, run_ids, progress)
+    if json:
+        render.emit_json(report.to_dict())
+    else:
+        for problem in report.problems:
+            typer.echo(render.problem_line(problem))
+        typer.echo(render.verify_summary(report))
+    errors = sum(problem.is_error for problem in report.problems)
+    if errors:
+        raise IntegrityError(f"verify found {errors} problem{'s' * (errors != 1)}")
+
+
+@app.command()
+def stats(ctx: typer.Context, json: JsonOption = False) -> None:
+    """Count runs, artifacts and objects; logical vs stored bytes and the dedup ratio."""
+    from cas.stats import collect_stats
+
+    totals = collect_stats(_open(ctx, json=json))
+    if json:
+        render.emit_json(totals.to_dict())
+    else:
+        render.stats_table(totals)
+
+
+@schema_app.command("add")
+def schema_add(
+    ctx: typer.Context,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="The JSON Schema document (a file)."
+        ),
+    ],
+    name: Annotated[str, typer.Option("--name", help="Schema name, e.g. personal_data_finding.")],
+    version: Annotated[str, typer.Option("--version", help="Schema version, e.g. 1.0.0.")],
+) -> None:
+    """Register a JSON Schema for (name, version); a different document there is a conflict."""
+    from cas.model import SchemaRef
+
+    repo = _open(ctx)
+    ref = SchemaRef(name, version)
+    if repo.schemas.add(ref, _read_json_object(file)):
+        typer.echo(f"registered schema {ref} from {file}")
+    else:
+        typer.echo(f"schema {ref} is already registered with this document")
+
+
+def _read_json_object(file: Path) -> dict[str, Any]:
+    try:
+        document = orjson.loads(file.read_bytes())
+    except orjson.JSONDecodeError as error:
+        raise InvalidInputError(f"{file} is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidInputError(f"{file} is not a JSON object")
+    return document
+
+
+@schema_app.command("list")
+def schema_list(ctx: typer.Context, json: JsonOption = False) -> None:
+    """List registered schemas: name, version and where each comes from."""
+    found = _open(ctx, json=json).schemas.list()
+    rows = [(ref.name, ref.version, source) for ref, source in found]
+    if json:
+        render.emit_json([{"name": n, "version": v, "source": s} for n, v, s in rows])
+    else:
+        render.schemas_table(rows)
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Save two runs of a small synthetic scan (creating the repository if needed)."""
+    from cas.cli_demo import run_demo
+    from cas.repository import Repository
+
+    repo = Repository.init(ctx.ensure_object(_State).location)
+    result = run_demo(repo)
+    typer.echo(f"repository {repo.url}")
+    pairs = zip(result.run_ids, result.objects_added, strict=True)
+    for number, (run_id, added) in enumerate(pairs, 1):
+        noun = "object" if added == 1 else "objects"
+        typer.echo(
+            f"run {number}: {run_id} ({result.artifacts_per_run} artifacts, {added} new {noun})"
+        )
+    typer.echo("next: cas inspect latest")
+
+
+def main() -> None:
+    """Console-script entry point (``cas``)."""
+    app(prog_name="cas")
+
+
+if __name__ == "__main__":
+    main()
