@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import gc
 import math
+import operator
 from dataclasses import dataclass
+from functools import partial
+from itertools import chain, compress
 from typing import Any
 
 import blake3
@@ -65,11 +68,6 @@ def is_digest_prefix(text: str) -> bool:
     return 0 < len(text) <= HEX_LENGTH and _HEX.issuperset(text)
 
 
-def canonical_json(value: Any) -> bytes:
-    """Canonical bytes of an already plain-JSON `value`."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
 def check_plain_json(value: Any) -> Any:
     """Return `value` if it is plain JSON (or a plain copy of it), else `InvalidContentError`.
 
@@ -103,12 +101,13 @@ def _refuse(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not a JSON type")
 
 
-def canonical_content(value: Any) -> bytes:
-    """Canonical bytes of content already checked by `check_plain_json`.
+def canonical_json(value: Any) -> bytes:
+    """Canonical bytes of plain-JSON `value`; anything else raises `InvalidContentError`.
 
     orjson is told to hand every datetime, dataclass, subclass, set or bytes to a
-    default that refuses it, so content changed in place after the check still
-    cannot slip such a value in as a string; the walk then names its path.
+    default that refuses it, so nothing is quietly turned into a string; the walk
+    then names the offending path. (Content is checked once, when its `Message` is
+    built; this catches what was changed in place since.)
     """
     try:
         return orjson.dumps(value, default=_refuse, option=_STRICT)
@@ -129,9 +128,16 @@ def _census(value: Any) -> bool:
             return False
         if float in kinds and not _finite(level):
             return False
-        # Dicts with str keys yield only their values; other keys show up and are checked.
+        if dict in kinds and not _str_keys(level):
+            return False
         level = gc.get_referents(*level)
     return True
+
+
+def _str_keys(level: list[Any]) -> bool:
+    # All at C speed: pick the dicts out of the level, then look at their keys' types.
+    dicts = compress(level, map(partial(operator.is_, dict), map(type, level)))
+    return set(map(type, chain.from_iterable(dicts))) <= {str}
 
 
 def _finite(level: list[Any]) -> bool:
@@ -172,7 +178,10 @@ def _walk(value: Any, path: str) -> None:
 
 
 def seal(record: dict[str, Any]) -> bytes:
-    """Canonical bytes of `record` with a ``check`` field: a short BLAKE3 of the rest."""
+    """Canonical bytes of `record` with a ``check`` field: a short BLAKE3 of the rest.
+
+    Raises `InvalidContentError` (naming the path) if the record is not plain JSON.
+    """
     body = canonical_json(record)
     check = blake3.blake3(body).hexdigest()[:32]
     return canonical_json({**record, "check": check})

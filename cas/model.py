@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast, get_args
 
-from cas.digest import Digest, canonical_content, canonical_json, check_plain_json
+from cas.digest import Digest, canonical_json, check_plain_json
 from cas.errors import InvalidInputError
 from cas.ids import check_artifact_id, check_id, check_run_id
 
@@ -49,6 +49,13 @@ def _json_object(value: Any, what: str) -> dict[str, Any]:
             f"invalid {what}: expected a JSON object, got {type(value).__name__}"
         )
     return cast(dict[str, Any], check_plain_json(value))
+
+
+def _optional_str(value: Any, what: str, *, required: bool = False) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str):
+        raise InvalidInputError(f"invalid {what} {value!r}: expected a string")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,12 @@ class Message:
     execution: ExecutionInfo | None = None
 
     def __post_init__(self) -> None:
+        _optional_str(self.id, "message id", required=True)
+        _optional_str(self.source, "source")
+        if self.timestamp is not None and not isinstance(self.timestamp, datetime):
+            raise InvalidInputError(f"invalid timestamp {self.timestamp!r}: expected a datetime")
+        if self.execution is not None and not isinstance(self.execution, ExecutionInfo):
+            raise InvalidInputError("invalid execution: expected an ExecutionInfo")
         if not isinstance(self.content, dict):
             raise InvalidInputError(
                 f"invalid content: expected a JSON object, got {type(self.content).__name__}"
@@ -127,9 +140,7 @@ class Message:
         can never be stored under a stale digest.
         """
         schema = b"null" if self.schema is None else canonical_json(self.schema.to_dict())
-        return b"".join(
-            (b'{"content":', canonical_content(self.content), b',"schema":', schema, b"}")
-        )
+        return b"".join((b'{"content":', canonical_json(self.content), b',"schema":', schema, b"}"))
 
     def envelope(self) -> dict[str, Any]:
         """The run-specific fields, kept in the run's manifest entry."""

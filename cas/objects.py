@@ -3,7 +3,8 @@
 A backend knows a handful of verbs (write, read, exists, list, delete, and append
 where the medium allows it) and nothing about hashing or runs. Keys are relative
 ``/``-separated paths whose every segment is checked, and the local backend also
-checks the resolved path, so no key can reach outside the root.
+checks the normalised path, so no key can reach outside the root. (Symbolic
+links planted inside a repository are followed: the root is trusted.)
 
 `ObjectStore` names bytes by their BLAKE3 digest under ``objects/ab/cdef…``: a
 write is skipped when the object exists, every read re-hashes.
@@ -18,6 +19,7 @@ import contextlib
 import os
 import re
 import secrets
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -105,7 +107,7 @@ class LocalBackend:
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
+            self._make_folders(folder)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, data)
@@ -121,7 +123,7 @@ class LocalBackend:
         try:
             with open(self._path(key), "rb") as file:
                 return file.read()
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFoundError(f"no such key {key!r} in {self.url}") from None
 
     def exists(self, key: str) -> bool:
@@ -129,9 +131,12 @@ class LocalBackend:
 
     def size(self, key: str) -> int:
         try:
-            return os.stat(self._path(key)).st_size
+            info = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFoundError(f"no such key {key!r} in {self.url}") from None
+            info = None
+        if info is None or not stat.S_ISREG(info.st_mode):
+            raise NotFoundError(f"no such key {key!r} in {self.url}")
+        return info.st_size
 
     def _folder(self, prefix: str) -> str:
         return self._path(prefix) if prefix else self.url
@@ -155,19 +160,40 @@ class LocalBackend:
 
     def append(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        # Read-write: the tail check reads the last byte before the first append.
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
         try:
             fd = os.open(path, flags, 0o644)
         except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._make_folders(os.path.dirname(path))
             fd = os.open(path, flags, 0o644)
         try:
             if key not in self._checked_tails:
                 _repair_torn_tail(fd)
                 self._checked_tails.add(key)
-            _write_all(fd, data)
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                _write_all(fd, data)
+            except BaseException:
+                # A half-written line must not stay in front of the next append.
+                self._checked_tails.discard(key)
+                with contextlib.suppress(OSError):
+                    os.truncate(fd, end)
+                raise
         finally:
             os.close(fd)
+
+    def _make_folders(self, folder: str) -> None:
+        """Create `folder` and missing parents, each made durable in its parent."""
+        missing = []
+        while not os.path.isdir(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        for path in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path)
+            if self.fsync:
+                _fsync_dir(os.path.dirname(path))
 
     def sync(self, key: str) -> None:
         if not self.fsync:

@@ -173,6 +173,11 @@ def _read_config(backend: Backend) -> dict[str, Any]:
         raise RepositoryError(
             f"{backend.url} has repository format {found!r}: this cas reads {FORMAT!r}"
         )
+    if config.get("digest") != DIGEST_ALGORITHM:
+        raise RepositoryError(
+            f"{backend.url} names objects with {config.get('digest')!r}: "
+            f"this cas uses {DIGEST_ALGORITHM!r}"
+        )
     if config.get("canonical_json") != CANONICAL_VERSION:
         raise RepositoryError(
             f"{backend.url} uses canonical JSON {config.get('canonical_json')!r}: "

@@ -60,22 +60,23 @@ class SchemaRegistry:
         validator = self._validator(ref)
         if validator is None:
             return False
-        error = jsonschema.exceptions.best_match(validator.iter_errors(content))
+        error = first_error(validator, content)
         if error is not None:
-            raise SchemaValidationError(str(ref), error.json_path, error.message)
+            path, message = error
+            raise SchemaValidationError(str(ref), _json_path(path), message)
         return True
 
     def _validator(self, ref: SchemaRef) -> Any:
         validator = self._validators.get(ref, _ABSENT)
         if validator is _ABSENT:
             document = self.document(ref)
-            validator = None if document is None else _compile(document, str(ref))
+            validator = None if document is None else compile_schema(document, str(ref))
             self._validators[ref] = validator
         return validator
 
     def add(self, ref: SchemaRef, document: dict[str, Any]) -> bool:
         """Register `document`; False if the same one is already there."""
-        _compile(document, str(ref))
+        compile_schema(document, str(ref))
         existing = self.document(ref)
         if existing is not None:
             if canonical_json(existing) != canonical_json(document):
@@ -107,8 +108,12 @@ def _parse(data: bytes, where: str) -> dict[str, Any]:
     return document
 
 
-def _compile(document: dict[str, Any], name: str) -> Any:
-    cls = jsonschema.validators.validator_for(document)
+def compile_schema(document: dict[str, Any], name: str) -> Any:
+    """A validator for `document` (Draft 2020-12 unless it says otherwise).
+
+    `InvalidInputError` naming `name` if the document is not a valid JSON Schema.
+    """
+    cls = jsonschema.validators.validator_for(document, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(document)
     except jsonschema.exceptions.SchemaError as error:
@@ -116,6 +121,16 @@ def _compile(document: dict[str, Any], name: str) -> Any:
             f"schema {name} is not a valid JSON Schema: {error.message}"
         ) from None
     return cls(document)
+
+
+def first_error(validator: Any, instance: Any) -> tuple[list[str | int], str] | None:
+    """The most relevant validation error as (path inside `instance`, message), or None."""
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    return None if error is None else (list(error.absolute_path), error.message)
+
+
+def _json_path(parts: list[str | int]) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
 
 
 def _package_file(package: str, ref: SchemaRef) -> bytes | None:

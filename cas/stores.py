@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 
 import orjson
 
-from cas.digest import seal, unseal
+from cas.digest import Digest, seal, unseal
 from cas.errors import InvalidInputError, NotFoundError
 from cas.ids import check_artifact_id, check_run_id, is_valid_id
 from cas.model import ArtifactEntry, ExecutionResult, Message
@@ -103,7 +103,7 @@ class BackendArtifactStore:
             )
         validated = self.schemas.validate(message.schema, message.content)
         payload = message.payload()
-        digest, _ = self.objects.put(payload)
+        digest = Digest.of(payload)
         entry = ArtifactEntry(
             artifact_id=artifact_id,
             digest=digest,
@@ -113,7 +113,10 @@ class BackendArtifactStore:
             envelope=message.envelope(),
             saved_at=datetime.now(UTC).isoformat(),
         )
-        self._append(run_id, seal(entry.to_dict()) + b"\n")
+        # Everything is checked and serialised before the first write: bad input writes nothing.
+        line = seal(entry.to_dict()) + b"\n"
+        self.objects.put(payload, digest)
+        self._append(run_id, line)
         return entry
 
     def _append(self, run_id: str, line: bytes) -> None:

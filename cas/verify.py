@@ -76,7 +76,11 @@ def verify(
 ) -> VerifyReport:
     """Check the named runs (every run if None) and the objects they reference."""
     report = VerifyReport()
-    runs = list(run_ids) if run_ids is not None else repo.run_ids()
+    known = repo.run_ids()
+    runs = list(run_ids) if run_ids is not None else known
+    unknown = sorted(set(runs) - set(known))
+    if unknown:
+        raise NotFoundError(f"no run {unknown[0]!r} in {repo.url}")
     users: dict[Digest, list[str]] = defaultdict(list)
     for run_id in runs:
         _check_run(repo, run_id, users, report)
