@@ -233,12 +233,12 @@ def _check_properties(runbook: Runbook, spec: ArtifactSpec, plugin: PluginClass 
         message = str(error).split(": ", 1)[-1]
         problem = f"{spec.type!r} has an invalid properties_schema: {_short(message)}"
         raise _fail(runbook, f"{path}.type", problem) from None
-    error = first_error(validator, spec.properties)
-    if error is not None:
+    found = first_error(validator, spec.properties)
+    if found is not None:
         where = f"{path}.properties"
-        for part in error[0]:
+        for part in found[0]:
             where = f"{where}[{part}]" if isinstance(part, int) else join(where, part)
-        raise _fail(runbook, where, _short(error[1]))
+        raise _fail(runbook, where, _short(found[1]))
 
 
 @functools.lru_cache(maxsize=256)
