@@ -1,9 +1,10 @@
 """JSON Schemas registered for (name, version), enforced before anything is written.
 
-Schemas come from the repository's ``schemas/{name}/{version}.json`` and from
+Schemas come from the repository's ``schemas/{name}/{version}.json``, from
 Python packages named in the repository config (``schema_packages``) or in
-``CAS_SCHEMA_PACKAGES``, each holding ``{name}/{version}.json`` files. The
-repository folder wins. A registered schema is immutable: adding a different
+``CAS_SCHEMA_PACKAGES``, each holding ``{name}/{version}.json`` files, and last
+from ``cas.builtin_schemas`` (the built-in plugins' outputs). The repository
+folder wins. A registered schema is immutable: adding a different
 document under the same (name, version) is a conflict.
 """
 
@@ -24,6 +25,7 @@ from cas.model import SchemaRef
 from cas.objects import Backend
 
 SCHEMAS = "schemas"
+BUILTIN_PACKAGE = "cas.builtin_schemas"
 _ABSENT: Any = object()
 
 
@@ -33,7 +35,9 @@ class SchemaRegistry:
     def __init__(self, backend: Backend, packages: Iterable[str] = ()) -> None:
         self.backend = backend
         env = os.environ.get("CAS_SCHEMA_PACKAGES", "")
-        self.packages = [*packages, *(name for name in env.split(",") if name.strip())]
+        extra = [name for name in env.split(",") if name.strip()]
+        # The built-in plugins' output schemas are always known (and so always enforced).
+        self.packages = [*packages, *extra, BUILTIN_PACKAGE]
         self._validators: dict[SchemaRef, Any] = {}
 
     @staticmethod
