@@ -67,7 +67,7 @@ class StepCache:
         if record is None:
             return None
         try:
-            self.repo.objects.get(record.output)
+            self.repo.payloads.get(record.output)
         except CasError:
             return None
         return record

@@ -309,18 +309,26 @@ OBJECTS = "objects"
 
 
 class ObjectStore:
-    """Write-once objects named by the BLAKE3 of their bytes; every read re-hashes."""
+    """Write-once objects named by the BLAKE3 of their bytes; every read re-hashes.
 
-    def __init__(self, backend: Backend) -> None:
+    With ``compressed=True`` the stored bytes are a zstd frame of the named bytes
+    (the digest is always of the uncompressed bytes, so identical content is one
+    object however it is stored).
+    """
+
+    def __init__(
+        self, backend: Backend, prefix: str = OBJECTS, *, compressed: bool = False
+    ) -> None:
         self.backend = backend
+        self.prefix = prefix
+        self.compressed = compressed
         self.written_objects = 0
         self.written_bytes = 0
         self._count_lock = threading.Lock()
 
-    @staticmethod
-    def key(digest: Digest) -> str:
+    def key(self, digest: Digest) -> str:
         """Where `digest` lives in the backend."""
-        return f"{OBJECTS}/{digest.path}"
+        return f"{self.prefix}/{digest.path}"
 
     def put(self, data: bytes, digest: Digest | None = None) -> tuple[Digest, bool]:
         """Store `data`; return its digest and whether bytes were written (False if present)."""
@@ -328,23 +336,28 @@ class ObjectStore:
         key = self.key(digest)
         if self.backend.exists(key):
             return digest, False
-        self.backend.write(key, data)
+        stored = compress(data) if self.compressed else data
+        self.backend.write(key, stored)
         with self._count_lock:
             self.written_objects += 1
-            self.written_bytes += len(data)
+            self.written_bytes += len(stored)
         return digest, True
 
     def get(self, digest: Digest) -> bytes:
         """The verified bytes of `digest`; `NotFoundError` or `IntegrityError` otherwise."""
+        key = self.key(digest)
         try:
-            data = self.backend.read(self.key(digest))
+            data = self.backend.read(key)
         except NotFoundError:
-            raise NotFoundError(f"object {digest.hex} is missing") from None
-        if Digest.of(data) != digest:
+            raise NotFoundError(f"object {digest.hex} is missing ({key})") from None
+        if self.compressed:
+            data = decompress(data, digest, key)
+        found = Digest.of(data)
+        if found != digest:
             raise IntegrityError(
-                f"object {digest.hex} is corrupt: its bytes hash to {Digest.of(data).hex}",
+                f"object {digest.hex} is corrupt: its bytes hash to {found.hex}",
                 digest=digest.hex,
-                location=self.key(digest),
+                location=key,
             )
         return data
 
@@ -362,16 +375,48 @@ class ObjectStore:
         return wanted - present
 
     def _in_shard(self, shard: str) -> Iterator[Digest]:
-        for name in self.backend.children(f"{OBJECTS}/{shard}"):
+        for name in self.backend.children(f"{self.prefix}/{shard}"):
             if is_digest_prefix(shard + name) and len(name) == 62:
                 yield Digest(shard + name)
 
     def __iter__(self) -> Iterator[Digest]:
         """Every stored digest (temporaries skipped)."""
-        for shard in sorted(self.backend.children(OBJECTS)):
+        for shard in sorted(self.backend.children(self.prefix)):
             if len(shard) == 2:
                 yield from self._in_shard(shard)
+
+    def matching(self, prefix: str) -> list[Digest]:
+        """Stored digests starting with `prefix` (at least two hex characters)."""
+        return sorted(d for d in self._in_shard(prefix[:2]) if d.hex.startswith(prefix))
 
     def delete(self, digests: Iterable[Digest]) -> None:
         """Remove objects (garbage collection only)."""
         self.backend.delete(self.key(d) for d in digests)
+
+
+_codecs = threading.local()
+
+
+def compress(data: bytes) -> bytes:
+    """A zstd frame of `data` (level 3; one compressor per thread)."""
+    import zstandard
+
+    if not hasattr(_codecs, "compressor"):
+        _codecs.compressor = zstandard.ZstdCompressor(level=3)
+    compressed: bytes = _codecs.compressor.compress(data)
+    return compressed
+
+
+def decompress(data: bytes, digest: Digest, key: str) -> bytes:
+    """The bytes in a zstd frame; `IntegrityError` naming `digest` and `key` if it is damaged."""
+    import zstandard
+
+    try:
+        if not hasattr(_codecs, "decompressor"):
+            _codecs.decompressor = zstandard.ZstdDecompressor()
+        plain: bytes = _codecs.decompressor.decompress(data)
+    except zstandard.ZstdError as error:
+        raise IntegrityError(
+            f"object {digest.hex} is corrupt: {error}", digest=digest.hex, location=key
+        ) from None
+    return plain

@@ -18,7 +18,8 @@ from cas.digest import CANONICAL_VERSION, DIGEST_ALGORITHM, Digest, is_digest_pr
 from cas.errors import AmbiguousError, InvalidInputError, NotFoundError, RepositoryError
 from cas.ids import check_run_id, is_valid_id
 from cas.model import ExecutionResult
-from cas.objects import OBJECTS, Backend, ObjectStore, open_backend
+from cas.objects import Backend, open_backend
+from cas.payloads import PayloadStore
 from cas.schemas import SchemaRegistry
 from cas.stores import RUNS, BackendArtifactStore, BackendExecutionStore
 
@@ -56,9 +57,10 @@ class Repository:
     def __init__(self, backend: Backend, config: dict[str, Any]) -> None:
         self.backend = backend
         self.config = config
-        self.objects = ObjectStore(backend)
+        self.payloads = PayloadStore(backend)
+        self.objects = self.payloads.objects
         self.schemas = SchemaRegistry(backend, config.get("schema_packages", []))
-        self.artifacts = BackendArtifactStore(backend, self.objects, self.schemas)
+        self.artifacts = BackendArtifactStore(backend, self.payloads, self.schemas)
         self.executions = BackendExecutionStore(backend, before_save=self.artifacts.sync)
 
     @property
@@ -146,11 +148,9 @@ class Repository:
             raise InvalidInputError(
                 f"invalid digest prefix {prefix[:80]!r}: expected {MIN_PREFIX}-64 hex characters"
             )
-        shard = self.backend.children(f"{OBJECTS}/{text[:2]}")
-        matches = sorted(text[:2] + name for name in shard if (text[:2] + name).startswith(text))
-        matches = [m for m in matches if len(m) == 64]
+        matches = self.payloads.matching(text)
         if len(matches) == 1:
-            return Digest(matches[0])
+            return matches[0]
         if matches:
             raise AmbiguousError(f"digest prefix {prefix!r} matches {len(matches)} objects")
         raise NotFoundError(f"no object {prefix!r} in {self.url}")

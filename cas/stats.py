@@ -35,14 +35,16 @@ class RepoStats:
 
 
 def collect_stats(repo: Repository) -> RepoStats:
-    """Read every manifest and size every object once."""
+    """Read every manifest and size every stored object, chunk and chunk list once."""
     runs = repo.run_ids()
     entries = [entry for run_id in runs for entry in repo.artifacts.entries(run_id).values()]
-    digests = list(repo.objects)
+    payloads = repo.payloads
+    stores = (payloads.objects, payloads.chunks, payloads.lists)
+    stored = [(store, digest) for store in stores for digest in store]
     return RepoStats(
         runs=len(runs),
         artifacts=len(entries),
-        objects=len(digests),
+        objects=sum(1 for store, _ in stored if store is not payloads.lists),
         logical_bytes=sum(entry.size for entry in entries),
-        stored_bytes=sum(repo.objects.size(digest) for digest in digests),
+        stored_bytes=sum(store.size(digest) for store, digest in stored),
     )

@@ -26,7 +26,8 @@ from cas.digest import Digest, seal, unseal
 from cas.errors import InvalidInputError, NotFoundError
 from cas.ids import check_artifact_id, check_run_id, is_valid_id
 from cas.model import ArtifactEntry, ExecutionResult, Message
-from cas.objects import Backend, ObjectStore, is_temp_name
+from cas.objects import Backend, is_temp_name
+from cas.payloads import PayloadStore
 from cas.schemas import SchemaRegistry
 
 RUNS = "runs"
@@ -82,11 +83,11 @@ class _Clock:
 
 
 class BackendArtifactStore:
-    """`ArtifactStore` over a backend: payloads in an `ObjectStore`, manifests per run."""
+    """`ArtifactStore` over a backend: payloads in a `PayloadStore`, manifests per run."""
 
-    def __init__(self, backend: Backend, objects: ObjectStore, schemas: SchemaRegistry) -> None:
+    def __init__(self, backend: Backend, payloads: PayloadStore, schemas: SchemaRegistry) -> None:
         self.backend = backend
-        self.objects = objects
+        self.payloads = payloads
         self.schemas = schemas
         self._clock = _Clock()
 
@@ -115,7 +116,7 @@ class BackendArtifactStore:
         )
         # Everything is checked and serialised before the first write: bad input writes nothing.
         line = seal(entry.to_dict()) + b"\n"
-        self.objects.put(payload, digest)
+        self.payloads.put(payload, digest)
         self._append(run_id, line)
         return entry
 
@@ -165,7 +166,7 @@ class BackendArtifactStore:
 
     def message(self, entry: ArtifactEntry) -> Message:
         """The message an entry describes, its payload verified."""
-        payload = orjson.loads(self.objects.get(entry.digest))
+        payload = orjson.loads(self.payloads.get(entry.digest, entry.size))
         return Message.from_payload(payload, entry.envelope)
 
     def list_artifacts(self, run_id: str) -> list[str]:

@@ -82,11 +82,12 @@ def verify(
     if unknown:
         raise NotFoundError(f"no run {unknown[0]!r} in {repo.url}")
     users: dict[Digest, list[str]] = defaultdict(list)
+    sizes: dict[Digest, int] = {}
     for run_id in runs:
-        _check_run(repo, run_id, users, report)
+        _check_run(repo, run_id, users, sizes, report)
         report.runs_checked += 1
     for done, (digest, owners) in enumerate(sorted(users.items()), 1):
-        _check_object(repo, digest, tuple(owners), report)
+        _check_object(repo, digest, sizes[digest], tuple(owners), report)
         if progress is not None:
             progress(done, len(users))
     if run_ids is None:
@@ -95,7 +96,11 @@ def verify(
 
 
 def _check_run(
-    repo: Repository, run_id: str, users: dict[Digest, list[str]], report: VerifyReport
+    repo: Repository,
+    run_id: str,
+    users: dict[Digest, list[str]],
+    sizes: dict[Digest, int],
+    report: VerifyReport,
 ) -> None:
     try:
         entries = repo.artifacts.entries(run_id)
@@ -104,6 +109,7 @@ def _check_run(
         entries = {}
     for entry in entries.values():
         users[entry.digest].append(run_id)
+        sizes[entry.digest] = entry.size
     try:
         result = repo.executions.get(run_id)
     except NotFoundError:
@@ -118,13 +124,13 @@ def _check_run(
 
 
 def _check_object(
-    repo: Repository, digest: Digest, runs: tuple[str, ...], report: VerifyReport
+    repo: Repository, digest: Digest, size: int, runs: tuple[str, ...], report: VerifyReport
 ) -> None:
     report.objects_checked += 1
     try:
-        report.bytes_checked += len(repo.objects.get(digest))
-    except NotFoundError:
-        report.problems.append(Problem("missing_object", digest.hex, runs, "object is missing"))
+        report.bytes_checked += len(repo.payloads.get(digest, size))
+    except NotFoundError as error:
+        report.problems.append(Problem("missing_object", digest.hex, runs, str(error)))
     except IntegrityError as error:
         report.problems.append(Problem("corrupt_object", digest.hex, runs, str(error)))
 
