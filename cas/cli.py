@@ -28,6 +28,7 @@ from cas.errors import (
     NotFoundError,
     RepositoryError,
 )
+from cas.ids import check_run_id
 
 if TYPE_CHECKING:
     from cas.repository import Repository
@@ -143,8 +144,6 @@ def _open(ctx: typer.Context, *, json: bool = False) -> Repository:
 
 def _resolve_run(repo: Repository, text: str) -> str:
     """`Repository.resolve_run`, refusing text that breaks the id rule first."""
-    from cas.ids import check_run_id
-
     return repo.resolve_run(text if text == "latest" else check_run_id(text))
 
 
@@ -229,7 +228,7 @@ def cat(
 ) -> None:
     """Write an object's payload bytes, verified, to stdout and nothing else."""
     repo = _open(ctx)
-    data = repo.objects.get(repo.resolve_digest(digest))
+    data = repo.payloads.get(repo.resolve_digest(digest))
     stream = typer.get_binary_stream("stdout")
     stream.write(data)
     stream.flush()
@@ -320,22 +319,66 @@ def schema_list(ctx: typer.Context, json: JsonOption = False) -> None:
         render.schemas_table(rows)
 
 
-@app.command()
-def demo(ctx: typer.Context) -> None:
-    """Save two runs of a small synthetic scan (creating the repository if needed)."""
-    from cas.cli_demo import run_demo
-    from cas.repository import Repository
+@app.command("run")
+def run_(
+    ctx: typer.Context,
+    runbook: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="RUNBOOK",
+            help="The runbook YAML file (optional with --resume: the run's stored runbook).",
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run every step, even those cached before.")
+    ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume", metavar="RUN", help="Re-run only the steps of RUN that did not complete."
+        ),
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """Run a runbook (creating the repository if needed); exit 1 if a step failed."""
+    from cas.cli_run import EXIT_STATUS, execute, summary
 
-    repo = Repository.init(ctx.ensure_object(_State).location)
-    result = run_demo(repo)
-    typer.echo(f"repository {repo.url}")
-    pairs = zip(result.run_ids, result.objects_added, strict=True)
-    for number, (run_id, added) in enumerate(pairs, 1):
-        noun = "object" if added == 1 else "objects"
-        typer.echo(
-            f"run {number}: {run_id} ({result.artifacts_per_run} artifacts, {added} new {noun})"
-        )
-    typer.echo("next: cas inspect latest")
+    state = ctx.ensure_object(_State)
+    state.json = json
+    if runbook is None and resume is None:
+        raise InvalidInputError("give a RUNBOOK, or --resume RUN to continue a run")
+    if resume is not None and resume != "latest":
+        check_run_id(resume)
+    progress = not json and sys.stderr.isatty()
+    done = execute(
+        state.location, runbook, use_cache=not no_cache, resume=resume, progress=progress
+    )
+    body = summary(done)
+    if json:
+        render.emit_json(body)
+    else:
+        render.run_summary(body)
+    raise typer.Exit(EXIT_STATUS.get(body["status"], UNEXPECTED))
+
+
+@app.command()
+def explain(
+    ctx: typer.Context,
+    run: RunArgument,
+    artifact: Annotated[
+        str, typer.Argument(metavar="ARTIFACT", help="The artifact id of the step to explain.")
+    ],
+    json: JsonOption = False,
+) -> None:
+    """Say why a step of a run ran, was reused, failed or was skipped."""
+    from cas.explain import explain as why
+
+    repo = _open(ctx, json=json)
+    found = why(repo, _resolve_run(repo, run), artifact)
+    if json:
+        render.emit_json(found.to_dict())
+    else:
+        render.explanation(found)
 
 
 def main() -> None:

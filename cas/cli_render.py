@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Column
 
+    from cas.explain import Explanation
     from cas.model import ArtifactEntry, ArtifactOutcome, ExecutionResult
     from cas.repository import RunInfo
     from cas.stats import RepoStats
@@ -281,3 +282,57 @@ def schemas_table(schemas: Sequence[tuple[str, str, str]]) -> None:
     for row in schemas:
         table.add_row(*row)
     console().print(table if schemas else "no schemas registered")
+
+
+# run, explain -----------------------------------------------------------------------
+
+# Each step outcome's mark; a skipped step gets an en dash.
+MARKS = {"done": "✓", "reused": "↺", "kept": "✓", "failed": "✗", "skipped": "\u2013"}
+
+
+def run_summary(body: dict[str, Any]) -> None:
+    """What ``cas run`` did: the run, each step's outcome, findings, bytes, what next."""
+    out = console()
+    out.print(f"run       {body['run_id']}" + (" (resumed)" if body["resumed"] else ""))
+    out.print(f"status    {body['status']}" + (f": {body['error']}" if body["error"] else ""))
+    width = max((len(step["artifact"]) for step in body["steps"]), default=0)
+    for step in body["steps"]:
+        out.print(f"  {step_line(step, width)}")
+    if body["findings"] is not None:
+        out.print(f"findings  {body['findings']}")
+    objects, reused = body["new_objects"], len(body["reused"])
+    out.print(
+        f"written   {objects} new object{'s' * (objects != 1)} ({size(body['bytes_written'])}), "
+        f"{reused} step{'s' * (reused != 1)} reused"
+    )
+    out.print(f"next      {body['next']}")
+
+
+def step_line(step: dict[str, Any], width: int = 0) -> str:
+    """``✓ findings  done in 0.01 s (12 findings)``, ``↺ summary  reused from run …``."""
+    outcome = step["outcome"]
+    texts = {
+        "done": f"done in {duration(step['duration_seconds'])}",
+        "kept": "kept (completed before the resume)",
+        "reused": f"reused from run {step['reused_from']}",
+        "failed": f"failed: {step['error']}",
+        "skipped": f"skipped: {step['reason']}",
+    }
+    text = texts[outcome]
+    if step["findings"] is not None:
+        text += f" ({step['findings']} finding{'s' * (step['findings'] != 1)})"
+    return f"{MARKS[outcome]} {step['artifact']:<{width}}  {text}"
+
+
+def explanation(found: Explanation) -> None:
+    """Why a step ran or was reused: the verdict line, then one line per change."""
+    from cas.explain import describe
+
+    out = console()
+    out.print(f"{found.artifact_id} in run {found.run_id}: {found.verdict}")
+    if not found.changes:
+        out.print(f"  {found.reason}")
+        return
+    out.print(f"  changed since run {found.compared_with}:")
+    for change in found.changes:
+        out.print(f"  - {describe(change)}")

@@ -29,7 +29,7 @@ from cas.errors import (
     RepositoryError,
     SchemaValidationError,
 )
-from cas.model import ExecutionResult, Message
+from cas.model import ArtifactOutcome, ExecutionResult, Message, SchemaRef
 from cas.repository import Repository
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,11 +50,46 @@ def repo_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def demo(repo_path: Path) -> Repository:
-    """A repository holding the two demo runs."""
-    result = cas(repo_path, "demo")
-    assert result.exit_code == 0, result.output
-    return Repository.open(str(repo_path))
+def saved(repo_path: Path) -> Repository:
+    """A repository holding two hand-saved runs (see `save_scan`)."""
+    repo = Repository.init(str(repo_path))
+    save_scan(repo, FILES)
+    save_scan(repo, {**FILES, "README.md": FILES["README.md"] + "Now with gift cards.\n"})
+    return repo
+
+
+FILES = {
+    "app/models.py": "class User:\n    email: str\n    phone: str\n",
+    "README.md": "# Shop\nContact: support@example.com\n",
+}
+FINDINGS = [
+    {"category": "email", "file": "app/models.py", "line": 2},
+    {"category": "phone", "file": "app/models.py", "line": 3},
+]
+SKIPPED_REASON = "no data subject rules in this runbook"
+
+
+def save_scan(repo: Repository, files: dict[str, str]) -> str:
+    """Save a scan-like run by hand: three artifacts, a skipped fourth, then the result.
+
+    Runs that differ only in `files` share the `findings` and `summary` objects.
+    """
+    run_id = f"run-{len(repo.run_ids()) + 1}"
+    listing = [{"path": path, "content": text} for path, text in sorted(files.items())]
+    artifacts: list[tuple[str, SchemaRef | None, dict[str, Any]]] = [
+        ("file_content", SchemaRef("file_content", "1.0.0"), {"files": listing}),
+        ("findings", SchemaRef("personal_data_finding", "1.0.0"), {"findings": FINDINGS}),
+        ("summary", None, {"total_findings": len(FINDINGS)}),
+    ]
+    started = datetime.now(UTC)
+    for artifact_id, schema, content in artifacts:
+        message = Message(id=artifact_id, content=content, schema=schema, timestamp=started)
+        repo.artifacts.save(run_id, artifact_id, message)
+    outcomes = {artifact_id: ArtifactOutcome("completed") for artifact_id, _, _ in artifacts}
+    outcomes["data_subjects"] = ArtifactOutcome("skipped", reason=SKIPPED_REASON)
+    result = ExecutionResult(run_id, "completed", started, "synthetic", started, 0.01, outcomes)
+    repo.executions.save(run_id, result)
+    return run_id
 
 
 def save_run(repo: Repository, run_id: str, artifacts: dict[str, dict[str, Any]]) -> None:
@@ -109,15 +144,15 @@ def test_no_repository_exits_6(repo_path: Path) -> None:
     )
 
 
-def test_not_found_run_exits_3(demo: Repository, repo_path: Path) -> None:
+def test_not_found_run_exits_3(saved: Repository, repo_path: Path) -> None:
     result = cas(repo_path, "inspect", "nope")
     assert result.exit_code == 3
     assert result.stdout == ""
-    assert result.stderr == f"cas: error: no run 'nope' in {demo.url}\n"
+    assert result.stderr == f"cas: error: no run 'nope' in {saved.url}\n"
 
 
-def test_not_found_artifact_exits_3(demo: Repository, repo_path: Path) -> None:
-    run_id = latest(demo)
+def test_not_found_artifact_exits_3(saved: Repository, repo_path: Path) -> None:
+    run_id = latest(saved)
     result = cas(repo_path, "inspect", run_id, "nope")
     assert result.exit_code == 3
     assert result.stderr == f"cas: error: run '{run_id}' has no artifact 'nope'\n"
@@ -133,14 +168,14 @@ def test_ambiguous_prefix_exits_2(repo_path: Path) -> None:
     assert cas(repo_path, "inspect", "run-a2").exit_code == 0
 
 
-def test_invalid_run_id_exits_2(demo: Repository, repo_path: Path) -> None:
+def test_invalid_run_id_exits_2(saved: Repository, repo_path: Path) -> None:
     for command in (["inspect", "../x"], ["verify", "../x"]):
         result = cas(repo_path, *command)
         assert result.exit_code == 2
         assert result.stderr == f"cas: error: invalid run id '../x': {ID_RULE_MESSAGE}\n"
 
 
-def test_invalid_digest_prefix_exits_2(demo: Repository, repo_path: Path) -> None:
+def test_invalid_digest_prefix_exits_2(saved: Repository, repo_path: Path) -> None:
     result = cas(repo_path, "cat", "zz")
     assert result.exit_code == 2
     assert result.stderr == (
@@ -149,7 +184,7 @@ def test_invalid_digest_prefix_exits_2(demo: Repository, repo_path: Path) -> Non
 
 
 def test_unexpected_error_is_one_line_exit_1(
-    demo: Repository, repo_path: Path, monkeypatch: pytest.MonkeyPatch
+    saved: Repository, repo_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def boom(self: Repository) -> None:
         raise RuntimeError("boom\nsecond line")
@@ -168,7 +203,7 @@ def test_usage_error_exits_2(repo_path: Path) -> None:
     assert "Missing argument 'RUN'" in result.stderr
 
 
-def test_content_without_artifact_exits_2(demo: Repository, repo_path: Path) -> None:
+def test_content_without_artifact_exits_2(saved: Repository, repo_path: Path) -> None:
     result = cas(repo_path, "inspect", "latest", "--content")
     assert result.exit_code == 2
     assert result.stderr == "cas: error: --content needs an ARTIFACT argument\n"
@@ -177,10 +212,10 @@ def test_content_without_artifact_exits_2(demo: Repository, repo_path: Path) -> 
 # integrity ------------------------------------------------------------------------------
 
 
-def test_corrupt_object_fails_verify_and_inspect(demo: Repository, repo_path: Path) -> None:
-    run_id = latest(demo)
-    digest = demo.artifacts.entry(run_id, "file_content").digest
-    actual = corrupt(demo, digest)
+def test_corrupt_object_fails_verify_and_inspect(saved: Repository, repo_path: Path) -> None:
+    run_id = latest(saved)
+    digest = saved.artifacts.entry(run_id, "file_content").digest
+    actual = corrupt(saved, digest)
     detail = f"object {digest.hex} is corrupt: its bytes hash to {actual.hex}"
 
     result = cas(repo_path, "verify")
@@ -198,16 +233,16 @@ def test_corrupt_object_fails_verify_and_inspect(demo: Repository, repo_path: Pa
     assert cas(repo_path, "cat", digest.hex[:10]).exit_code == 4
 
 
-def test_verify_named_run_checks_only_it(demo: Repository, repo_path: Path) -> None:
-    first = demo.runs()[-1].run_id
-    digest = demo.artifacts.entry(latest(demo), "file_content").digest
-    corrupt(demo, digest)  # only the second run uses this object
+def test_verify_named_run_checks_only_it(saved: Repository, repo_path: Path) -> None:
+    first = saved.runs()[-1].run_id
+    digest = saved.artifacts.entry(latest(saved), "file_content").digest
+    corrupt(saved, digest)  # only the second run uses this object
     result = cas(repo_path, "verify", first)
     assert result.exit_code == 0
     assert re.fullmatch(r"verified 1 run, 3 objects \(\d+ B\): OK\n", result.stdout)
 
 
-def test_verify_stale_temporary_only_warns(demo: Repository, repo_path: Path) -> None:
+def test_verify_stale_temporary_only_warns(saved: Repository, repo_path: Path) -> None:
     (repo_path / "objects" / ".leftover.abc.tmp").write_bytes(b"x")
     result = cas(repo_path, "verify")
     assert result.exit_code == 0
@@ -231,23 +266,23 @@ def test_verify_stale_temporary_only_warns(demo: Repository, repo_path: Path) ->
         ["schema", "list", "--json"],
     ],
 )
-def test_json_output_is_only_json(demo: Repository, repo_path: Path, args: list[str]) -> None:
+def test_json_output_is_only_json(saved: Repository, repo_path: Path, args: list[str]) -> None:
     result = cas(repo_path, *args)
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     json.loads(result.stdout)
 
 
-def test_runs_json_lists_newest_first(demo: Repository, repo_path: Path) -> None:
+def test_runs_json_lists_newest_first(saved: Repository, repo_path: Path) -> None:
     rows = json.loads(cas(repo_path, "runs", "--json").stdout)
-    assert [row["run_id"] for row in rows] == [info.run_id for info in demo.runs()]
+    assert [row["run_id"] for row in rows] == [info.run_id for info in saved.runs()]
     assert rows[0]["status"] == "completed"
     assert rows[0]["artifacts"] == 3
-    assert rows[0]["runbook"] == "demo"
+    assert rows[0]["runbook"] == "synthetic"
     assert len(json.loads(cas(repo_path, "runs", "--json", "-n", "1").stdout)) == 1
 
 
-def test_error_under_json_is_one_json_object_on_stderr(demo: Repository, repo_path: Path) -> None:
+def test_error_under_json_is_one_json_object_on_stderr(saved: Repository, repo_path: Path) -> None:
     result = cas(repo_path, "inspect", "nope", "--json")
     assert result.exit_code == 3
     assert result.stdout == ""
@@ -255,15 +290,15 @@ def test_error_under_json_is_one_json_object_on_stderr(demo: Repository, repo_pa
     assert json.loads(result.stderr) == {
         "error": {
             "type": "NotFoundError",
-            "message": f"no run 'nope' in {demo.url}",
+            "message": f"no run 'nope' in {saved.url}",
             "exit_code": 3,
         }
     }
 
 
-def test_verify_json_reports_problem_and_exits_4(demo: Repository, repo_path: Path) -> None:
-    digest = demo.artifacts.entry(latest(demo), "findings").digest
-    corrupt(demo, digest)
+def test_verify_json_reports_problem_and_exits_4(saved: Repository, repo_path: Path) -> None:
+    digest = saved.artifacts.entry(latest(saved), "findings").digest
+    corrupt(saved, digest)
     result = cas(repo_path, "verify", "--json")
     assert result.exit_code == 4
     report = json.loads(result.stdout)
@@ -271,11 +306,11 @@ def test_verify_json_reports_problem_and_exits_4(demo: Repository, repo_path: Pa
     [problem] = report["problems"]
     assert problem["kind"] == "corrupt_object"
     assert problem["subject"] == digest.hex
-    assert sorted(problem["runs"]) == sorted(info.run_id for info in demo.runs())
+    assert sorted(problem["runs"]) == sorted(info.run_id for info in saved.runs())
     assert json.loads(result.stderr)["error"]["exit_code"] == 4
 
 
-def test_stats_json(demo: Repository, repo_path: Path) -> None:
+def test_stats_json(saved: Repository, repo_path: Path) -> None:
     stats = json.loads(cas(repo_path, "stats", "--json").stdout)
     assert stats["runs"] == 2
     assert stats["artifacts"] == 6
@@ -287,9 +322,9 @@ def test_stats_json(demo: Repository, repo_path: Path) -> None:
 # inspect, cat -------------------------------------------------------------------------
 
 
-def test_inspect_run_json_lists_entries_and_skipped(demo: Repository, repo_path: Path) -> None:
+def test_inspect_run_json_lists_entries_and_skipped(saved: Repository, repo_path: Path) -> None:
     body = json.loads(cas(repo_path, "inspect", "latest", "--json").stdout)
-    assert body["run_id"] == latest(demo)
+    assert body["run_id"] == latest(saved)
     assert body["result"]["status"] == "completed"
     rows = {row["artifact"]: row for row in body["artifacts"]}
     assert list(rows) == ["file_content", "findings", "summary", "data_subjects"]
@@ -299,18 +334,18 @@ def test_inspect_run_json_lists_entries_and_skipped(demo: Repository, repo_path:
     assert rows["summary"]["status"] == "completed"
     assert rows["data_subjects"]["status"] == "skipped"
     assert rows["data_subjects"]["digest"] is None
-    assert rows["data_subjects"]["detail"] == "no data subject rules in the demo runbook"
+    assert rows["data_subjects"]["detail"] == SKIPPED_REASON
 
 
-def test_inspect_run_table(demo: Repository, repo_path: Path) -> None:
-    run_id = latest(demo)
+def test_inspect_run_table(saved: Repository, repo_path: Path) -> None:
+    run_id = latest(saved)
     result = cas(repo_path, "inspect", run_id)
     assert result.exit_code == 0
     text = result.stdout
     assert f"run       {run_id}" in text
     assert "status    completed (3 completed, 1 skipped)" in text
-    assert "runbook   demo" in text
-    digest = demo.artifacts.entry(run_id, "findings").digest
+    assert "runbook   synthetic" in text
+    digest = saved.artifacts.entry(run_id, "findings").digest
     assert re.search(rf"findings .*personal_data_finding/1\.0\.0.*{digest.short}", text)
     assert re.search(r"data_subjects .*skipped.*no data subject rules", text)
 
@@ -324,9 +359,9 @@ def test_inspect_run_without_result(repo_path: Path) -> None:
     assert re.search(r"\ba .*saved.*no schema", result.stdout)
 
 
-def test_inspect_artifact_prints_message(demo: Repository, repo_path: Path) -> None:
-    run_id = latest(demo)
-    message = demo.artifacts.get(run_id, "findings")
+def test_inspect_artifact_prints_message(saved: Repository, repo_path: Path) -> None:
+    run_id = latest(saved)
+    message = saved.artifacts.get(run_id, "findings")
     result = cas(repo_path, "inspect", run_id, "findings")
     assert json.loads(result.stdout) == message.to_dict()
     assert result.stdout == json.dumps(message.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -334,21 +369,21 @@ def test_inspect_artifact_prints_message(demo: Repository, repo_path: Path) -> N
     assert json.loads(content.stdout) == message.content
 
 
-def test_cat_prints_exact_payload_bytes(demo: Repository, repo_path: Path) -> None:
-    entry = demo.artifacts.entry(latest(demo), "summary")
+def test_cat_prints_exact_payload_bytes(saved: Repository, repo_path: Path) -> None:
+    entry = saved.artifacts.entry(latest(saved), "summary")
     result = cas(repo_path, "cat", entry.digest.hex[:8])
     assert result.exit_code == 0
-    assert result.stdout_bytes == demo.objects.get(entry.digest)
+    assert result.stdout_bytes == saved.objects.get(entry.digest)
     assert Digest.of(result.stdout_bytes) == entry.digest
 
 
-def test_cat_unknown_digest_exits_3(demo: Repository, repo_path: Path) -> None:
+def test_cat_unknown_digest_exits_3(saved: Repository, repo_path: Path) -> None:
     prefix = next(p for p in ("0000", "ffff", "abcd") if cas(repo_path, "cat", p).exit_code == 3)
     result = cas(repo_path, "cat", prefix)
-    assert result.stderr == f"cas: error: no object '{prefix}' in {demo.url}\n"
+    assert result.stderr == f"cas: error: no object '{prefix}' in {saved.url}\n"
 
 
-# init, demo, schemas -------------------------------------------------------------------------
+# init, schemas -------------------------------------------------------------------------------
 
 
 def test_init_is_idempotent(repo_path: Path) -> None:
@@ -372,22 +407,7 @@ def test_default_location_is_waivern_in_cwd(
     assert env.exit_code == 6
 
 
-def test_demo_second_run_adds_one_object(repo_path: Path) -> None:
-    result = cas(repo_path, "demo")
-    assert result.exit_code == 0
-    lines = result.stdout.splitlines()
-    assert re.fullmatch(r"run 1: \S+ \(3 artifacts, 3 new objects\)", lines[1])
-    assert re.fullmatch(r"run 2: \S+ \(3 artifacts, 1 new object\)", lines[2])
-    assert lines[-1] == "next: cas inspect latest"
-    repo = Repository.open(str(repo_path))
-    assert latest(repo) == lines[2].split()[2]
-    assert len(list(repo.objects)) == 4
-    shown = cas(repo_path, "inspect", "latest")
-    assert shown.exit_code == 0
-    assert "findings" in shown.stdout
-
-
-def test_schema_add_list_and_conflict(demo: Repository, repo_path: Path, tmp_path: Path) -> None:
+def test_schema_add_list_and_conflict(saved: Repository, repo_path: Path, tmp_path: Path) -> None:
     schema = tmp_path / "finding.json"
     schema.write_text('{"type": "object", "required": ["findings"]}')
     args = ["schema", "add", str(schema), "--name", "personal_data_finding", "--version", "1.0.0"]
@@ -420,7 +440,7 @@ def test_schema_add_refuses_non_json(repo_path: Path, tmp_path: Path) -> None:
     assert result.stderr == f"cas: error: {bad} is not a JSON object\n"
 
 
-def test_demo_validates_once_schema_registered(repo_path: Path, tmp_path: Path) -> None:
+def test_saves_validate_once_schema_registered(repo_path: Path, tmp_path: Path) -> None:
     cas(repo_path, "init")
     schema = tmp_path / "finding.json"
     schema.write_text('{"type": "object", "required": ["findings"]}')
@@ -434,7 +454,7 @@ def test_demo_validates_once_schema_registered(repo_path: Path, tmp_path: Path) 
         "--version",
         "1.0.0",
     )
-    cas(repo_path, "demo")
+    save_scan(Repository.open(str(repo_path)), FILES)
     body = json.loads(cas(repo_path, "inspect", "latest", "--json").stdout)
     rows = {row["artifact"]: row for row in body["artifacts"]}
     assert rows["findings"]["validated"] == "yes"
@@ -487,8 +507,9 @@ def test_exit_codes_are_documented() -> None:
 # end to end ------------------------------------------------------------------------------------
 
 
-def run_cas(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_cas(*args: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if key not in {"CAS_REPO", "CAS_DEBUG"}}
+    env.update(extra_env)
     return subprocess.run(
         [sys.executable, "-m", "cas.cli", *args],
         cwd=cwd,
@@ -500,11 +521,13 @@ def run_cas(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_end_to_end_subprocess(tmp_path: Path) -> None:
-    assert run_cas("demo", cwd=tmp_path).returncode == 0
+    runbook = str(ROOT / "examples" / "scan.yaml")
+    ran = run_cas("run", runbook, cwd=tmp_path, CAS_EXAMPLE_DATA=str(ROOT / "examples" / "data"))
+    assert ran.returncode == 0, ran.stderr
     shown = run_cas("inspect", "latest", "--json", cwd=tmp_path)
     assert shown.returncode == 0
     assert shown.stderr == ""
-    assert json.loads(shown.stdout)["result"]["runbook"] == "demo"
+    assert json.loads(shown.stdout)["result"]["runbook"] == "example-scan"
     missing = run_cas("inspect", "nope", cwd=tmp_path)
     assert missing.returncode == 3
     assert missing.stderr == f"cas: error: no run 'nope' in {tmp_path / '.waivern'}\n"
