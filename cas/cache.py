@@ -2,9 +2,14 @@
 
 A step's *key* is the BLAKE3 of the canonical JSON of its plugin type and
 version, its properties and its input digests (in order). After a step
-completes, a small record under ``cache/ab/cdef…`` maps the key to the output
-digest and the run that produced it. A hit is only taken when the output object
-is present and re-hashes to its name; a damaged record is treated as a miss.
+completes, a small record under ``cache/steps/ab/cdef…`` maps the key to the
+output digest and the run that produced it. A hit is only taken when the output
+object is present and re-hashes to its name; a damaged record is treated as a miss.
+
+For item processors a second record, under ``cache/items/`` and keyed by the
+plugin, version and properties alone (the step's *family*), names the newest
+output and its inputs, so the next run can take the results of unchanged items
+from there.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cas.digest import Digest, canonical_json, seal, unseal
-from cas.errors import CasError, NotFoundError
+from cas.errors import CasError
 from cas.repository import Repository
 
-CACHE = "cache"
+STEPS = "cache/steps"
+ITEMS = "cache/items"
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,11 @@ class StepKey:
     @property
     def digest(self) -> Digest:
         return Digest.of(canonical_json(self.to_dict()))
+
+    @property
+    def family(self) -> Digest:
+        """The key without its inputs: what item-level reuse looks up."""
+        return Digest.of(canonical_json({**self.to_dict(), "inputs": None}))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,7 +70,7 @@ class StepCache:
 
     @staticmethod
     def _key(key: StepKey) -> str:
-        return f"{CACHE}/{key.digest.path}"
+        return f"{STEPS}/{key.digest.path}"
 
     def lookup(self, key: StepKey) -> CacheRecord | None:
         """The record for `key` if its output object is present and verifies."""
@@ -77,7 +88,7 @@ class StepCache:
         location = self._key(key)
         try:
             data = unseal(self.repo.backend.read(location), location)
-        except (NotFoundError, CasError):
+        except CasError:
             return None
         return CacheRecord(key, Digest.parse(data["output"]), data["run_id"], data["artifact_id"])
 
@@ -90,3 +101,25 @@ class StepCache:
             "artifact_id": artifact_id,
         }
         self.repo.backend.write(self._key(key), seal(record))
+
+    def parts(self, step_key: Digest) -> dict[str, Any] | None:
+        """The stored record (key parts, output, run) for a step key digest, or None."""
+        location = f"{STEPS}/{step_key.path}"
+        try:
+            return unseal(self.repo.backend.read(location), location)
+        except CasError:
+            return None
+
+    def store_latest(self, key: StepKey, output: Digest) -> None:
+        """Remember `output` as the newest of the step's family (item processors only)."""
+        record = {**key.to_dict(), "output": output.hex}
+        self.repo.backend.write(f"{ITEMS}/{key.family.path}", seal(record))
+
+    def latest(self, key: StepKey) -> tuple[Digest, list[Digest]] | None:
+        """The newest output of the step's family and the inputs it came from, or None."""
+        location = f"{ITEMS}/{key.family.path}"
+        try:
+            record = unseal(self.repo.backend.read(location), location)
+            return Digest.parse(record["output"]), [Digest.parse(d) for d in record["inputs"]]
+        except (CasError, KeyError, TypeError):
+            return None

@@ -13,7 +13,7 @@ User packages add plugins through the entry-point groups ``cas.connectors`` and
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -50,6 +50,42 @@ class Processor(ABC):
     @abstractmethod
     def process(self, inputs: Sequence[Message], properties: dict[str, Any]) -> dict[str, Any]:
         """Produce the content (a JSON object) from the inputs, in the runbook's order."""
+
+
+class ItemProcessor(Processor):
+    """A processor whose output combines independent results, one per input item.
+
+    Its result for an item may depend only on that item (named by its digest in
+    `items`) and the properties, so the executor can take the results of unchanged
+    items from the previous output of the same plugin, version and properties, and
+    process only the items that changed. `combine` of the same results must give
+    the same content a full `process` gives.
+    """
+
+    @abstractmethod
+    def items(self, inputs: Sequence[Message]) -> dict[str, str]:
+        """Item key → digest of that item's input (e.g. file path → content digest)."""
+
+    @abstractmethod
+    def process_items(
+        self, inputs: Sequence[Message], keys: Set[str], properties: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Results (JSON values) for the items named by `keys`."""
+
+    @abstractmethod
+    def split(self, content: dict[str, Any], keys: Set[str]) -> dict[str, Any]:
+        """The results of the items named by `keys`, recovered from an earlier output."""
+
+    @abstractmethod
+    def combine(
+        self, inputs: Sequence[Message], results: dict[str, Any], properties: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The output content from every item's result."""
+
+    def process(self, inputs: Sequence[Message], properties: dict[str, Any]) -> dict[str, Any]:
+        """All items processed afresh."""
+        keys = set(self.items(inputs))
+        return self.combine(inputs, self.process_items(inputs, keys, properties), properties)
 
 
 PluginClass = type[Connector] | type[Processor]

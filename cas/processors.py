@@ -15,16 +15,16 @@ import re
 import string
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any, ClassVar, TypedDict
 
 from cas.connectors import FILE_CONTENT, resolve_properties
-from cas.digest import canonical_json
+from cas.digest import Digest, canonical_json
 from cas.errors import InvalidInputError
 from cas.model import Message, SchemaRef
-from cas.plugins import Processor
+from cas.plugins import ItemProcessor, Processor
 
 FINDINGS = SchemaRef("personal_data_findings", "1.0.0")
 SUMMARY = SchemaRef("summary", "1.0.0")
@@ -359,7 +359,7 @@ def _order(finding: Mapping[str, Any]) -> tuple[str, int, str, str, int, str]:
     return file, line, category, finding["evidence"], finding.get("column", 0), finding["rule"]
 
 
-class PersonalDataProcessor(Processor):
+class PersonalDataProcessor(ItemProcessor):
     """Scans ``file_content`` for personal data and reports masked findings."""
 
     type: ClassVar[str] = "personal_data"
@@ -423,27 +423,49 @@ class PersonalDataProcessor(Processor):
         limit = self.max_findings_per_file
         return findings[:limit], len(findings) > limit
 
-    def process(self, inputs: Sequence[Message], properties: dict[str, Any]) -> dict[str, Any]:
-        """Scan every file of every input; see the module docstring."""
+    def items(self, inputs: Sequence[Message]) -> dict[str, str]:
+        """Each file's path → the digest of its text."""
+        return {path: digest for path, digest, _ in _input_files(inputs)}
+
+    def process_items(
+        self, inputs: Sequence[Message], keys: Set[str], properties: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Findings (and whether they were cut at the limit) of the files in `keys`."""
         options = resolve_properties(self.type, self.properties_schema, properties)
         scanner = PersonalDataProcessor(options["categories"], options["max_findings_per_file"])
-        findings: list[Finding] = []
-        truncated: set[str] = set()
-        files = sorted(_input_files(inputs), key=lambda item: item[0])
-        for path, text in files:
-            found, cut = scanner.scan_counted(path, text)
-            findings.extend(found)
-            if cut:
-                truncated.add(path)
+        results: dict[str, Any] = {}
+        for path, _, text in _input_files(inputs):
+            if path in keys:
+                found, cut = scanner.scan_counted(path, text)
+                results[path] = {"findings": found, "truncated": cut}
+        return results
+
+    def split(self, content: dict[str, Any], keys: Set[str]) -> dict[str, Any]:
+        """Per-file results from an earlier output: its findings grouped by file."""
+        truncated = set(content["summary"]["files_truncated"])
+        results: dict[str, Any] = {
+            path: {"findings": [], "truncated": path in truncated} for path in keys
+        }
+        for finding in content["findings"]:
+            if finding["file"] in results:
+                results[finding["file"]]["findings"].append(finding)
+        return results
+
+    def combine(
+        self, inputs: Sequence[Message], results: dict[str, Any], properties: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Every file's findings in one sorted list, with the summary."""
+        options = resolve_properties(self.type, self.properties_schema, properties)
+        findings: list[Finding] = [f for result in results.values() for f in result["findings"]]
         findings.sort(key=_order)
         by_category = Counter(dict.fromkeys(options["categories"], 0))
         by_category.update(finding["category"] for finding in findings)
         summary = {
-            "files_scanned": len(files),
+            "files_scanned": len(results),
             "files_skipped": sum(len(m.content.get("skipped", [])) for m in inputs),
             "findings": len(findings),
             "by_category": dict(sorted(by_category.items())),
-            "files_truncated": sorted(truncated),
+            "files_truncated": sorted(path for path, r in results.items() if r["truncated"]),
         }
         return {"findings": findings, "summary": summary}
 
@@ -469,13 +491,16 @@ def _rule_matches(rule: Rule, text: str, claims: _Claims) -> Iterator[tuple[int,
         match = rule.search(text, start + len(value) if value else start + 1)
 
 
-def _input_files(inputs: Sequence[Message]) -> Iterator[tuple[str, str]]:
+def _input_files(inputs: Sequence[Message]) -> Iterator[tuple[str, str, str]]:
+    """(path, digest of the text, text) of every file of every input."""
     for message in inputs:
         files = message.content.get("files")
         if not isinstance(files, list):
             raise InvalidInputError(f"input {message.id!r} has no 'files' list (file_content)")
         for entry in files:
-            yield entry["path"], entry["content"]
+            text = entry["content"]
+            digest = entry.get("digest") or Digest.of(text.encode()).hex
+            yield entry["path"], digest, text
 
 
 def _findings_of(message: Message) -> list[dict[str, Any]] | None:
