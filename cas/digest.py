@@ -13,8 +13,7 @@ import gc
 import math
 import operator
 from dataclasses import dataclass
-from functools import partial
-from itertools import chain, compress
+from itertools import chain, compress, repeat
 from typing import Any
 
 import blake3
@@ -72,10 +71,13 @@ def check_plain_json(value: Any) -> Any:
     """Return `value` if it is plain JSON (or a plain copy of it), else `InvalidContentError`.
 
     The fast path is a type census level by level at C speed (`gc.get_referents`
-    lists what containers hold): it accepts trees made only of dict, list, str,
-    int, finite float, bool and None. Anything else (a defaultdict, say) gets one
-    round trip through orjson and an exact comparison, which yields a plain copy;
-    what fails both is walked in Python to name the exact path.
+    lists what containers hold): it accepts trees made only of dict (with str
+    keys), list, str, int, finite float, bool and None. Integers beyond 64 bits
+    and strings that are not UTF-8 (lone surrogates) pass the census but are
+    refused, with their path, when the content is serialised, before any write.
+    Anything else (a defaultdict, say) gets one round trip through orjson and an
+    exact comparison, which yields a plain copy; what fails both is walked in
+    Python to name the exact path.
     """
     if _census(value):
         return value
@@ -120,30 +122,51 @@ _PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
 _MISMATCH: Any = object()
 
 
+MAX_DEPTH = 250  # orjson refuses deeper nesting; a container holding itself never ends
+
+
 def _census(value: Any) -> bool:
     level = [value]
-    while level:
-        kinds = set(map(type, level))
+    for _ in range(MAX_DEPTH):
+        types = list(map(type, level))
+        kinds = set(types)
         if not kinds <= _PLAIN:
             return False
-        if float in kinds and not _finite(level):
+        if float in kinds and not _finite(_pick(level, types, float)):
             return False
-        if dict in kinds and not _str_keys(level):
+        if dict in kinds and not _good_keys(_pick(level, types, dict)):
             return False
         level = gc.get_referents(*level)
-    return True
+        if not level:
+            return True
+    return False
 
 
-def _str_keys(level: list[Any]) -> bool:
-    # All at C speed: pick the dicts out of the level, then look at their keys' types.
-    dicts = compress(level, map(partial(operator.is_, dict), map(type, level)))
+def _pick(level: list[Any], types: list[type], kind: type) -> list[Any]:
+    """The members of `level` whose type is exactly `kind`, picked at C speed."""
+    return list(compress(level, map(operator.is_, types, repeat(kind))))
+
+
+def _good_keys(dicts: list[dict[Any, Any]]) -> bool:
     return set(map(type, chain.from_iterable(dicts))) <= {str}
 
 
-def _finite(level: list[Any]) -> bool:
+def _encodable(strings: list[str]) -> bool:
+    # A lone surrogate is a str but not UTF-8: one join and encode finds it.
+    try:
+        "".join(strings).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _in_range(ints: list[int]) -> bool:
+    return min(ints) >= -(2**63) and max(ints) < 2**64
+
+
+def _finite(floats: list[float]) -> bool:
     # One C-speed sum finds NaN or infinity; huge finite floats may overflow it, so
     # look one by one before refusing.
-    floats = [x for x in level if type(x) is float]
     try:
         if math.isfinite(math.fsum(floats)):
             return True
@@ -157,24 +180,42 @@ def _same(copy: Any, value: Any) -> bool:
     return bool(copy == value) and type(copy) is type(value)
 
 
-def _walk(value: Any, path: str) -> None:
+def _walk(value: Any, path: str, ancestors: tuple[int, ...] = ()) -> None:
     kind = type(value)
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                raise InvalidContentError(path, f"key {key!r} is {type(key).__name__}, not str")
-            _walk(item, f"{path}.{key}")
-    elif kind is list:
-        for position, item in enumerate(value):
-            _walk(item, f"{path}[{position}]")
+    if kind is dict or kind is list:
+        _walk_container(value, path, ancestors)
     elif kind is float:
         if not math.isfinite(value):
             raise InvalidContentError(path, f"{value!r} is not a JSON number")
     elif kind is int:
         if not -(2**63) <= value < 2**64:
             raise InvalidContentError(path, "integer out of 64-bit range")
-    elif kind not in (str, bool, type(None)):
+    elif kind is str:
+        _check_text(value, path)
+    elif kind is not bool and value is not None:
         raise InvalidContentError(path, f"{kind.__name__} is not a JSON type")
+
+
+def _walk_container(value: Any, path: str, ancestors: tuple[int, ...]) -> None:
+    if id(value) in ancestors:
+        raise InvalidContentError(path, "the value contains itself")
+    if len(ancestors) >= MAX_DEPTH:
+        raise InvalidContentError(path, f"nested deeper than {MAX_DEPTH} levels")
+    inner = (*ancestors, id(value))
+    if type(value) is list:
+        for position, item in enumerate(value):
+            _walk(item, f"{path}[{position}]", inner)
+        return
+    for key, item in value.items():
+        if type(key) is not str:
+            raise InvalidContentError(path, f"key {key!r} is {type(key).__name__}, not str")
+        _check_text(key, path)
+        _walk(item, f"{path}.{key}", inner)
+
+
+def _check_text(text: str, path: str) -> None:
+    if not _encodable([text]):
+        raise InvalidContentError(path, "string holds a lone surrogate (not UTF-8)")
 
 
 def seal(record: dict[str, Any]) -> bytes:

@@ -31,7 +31,7 @@ import orjson
 
 from cas.cache import StepCache, StepKey
 from cas.digest import Digest
-from cas.errors import CasError, ConflictError, NotFoundError
+from cas.errors import CasError, ConflictError
 from cas.model import ArtifactOutcome, ExecutionInfo, ExecutionResult, Message, RunStatus
 from cas.owner import OWNER, current_owner, is_alive, read_owner
 from cas.planner import Plan
@@ -61,6 +61,7 @@ class RunReport:
     new_objects: int
     bytes_written: int
     reused: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # completed before a resume, not run again
 
     @property
     def run_id(self) -> str:
@@ -76,6 +77,9 @@ class _State:
     digests: dict[str, str] = field(default_factory=dict)
     running: dict[str, float] = field(default_factory=dict)
     items: dict[str, tuple[int, int]] = field(default_factory=dict)  # reused, processed
+    kept: set[str] = field(default_factory=set)
+    threads: dict[str, threading.Thread] = field(default_factory=dict)
+    abandoned: list[threading.Thread] = field(default_factory=list)
     stop: str | None = None
 
 
@@ -95,24 +99,46 @@ class Executor:
         )
 
     def run(self, run_id: str | None = None) -> RunReport:
-        """Execute the plan as a new run."""
+        """Execute the plan as a new run (an existing run id is refused: resume it instead)."""
         state = _State(run_id or new_run_id(), datetime.now(UTC))
+        if run_id is not None and run_id in self.repo.run_ids():
+            raise ConflictError(f"run {run_id!r} already exists: resume it instead")
         self._claim(state.run_id)
         self._write_runbook(state.run_id)
         return self._execute(state)
 
     def resume(self, run_id: str) -> RunReport:
-        """Re-run the steps of `run_id` that did not complete; keep the rest."""
+        """Re-run the steps of `run_id` that did not complete; keep the rest.
+
+        A run whose every step already completed is left untouched.
+        """
         previous = self.repo.executions.get(run_id)
-        self._claim(run_id)
         state = _State(run_id, previous.started_at)
-        entries = self.repo.artifacts.entries(run_id)
-        for artifact_id, outcome in previous.artifacts.items():
-            if outcome.status == "completed" and artifact_id in entries:
-                state.outcomes[artifact_id] = outcome
-                state.messages[artifact_id] = self.repo.artifacts.message(entries[artifact_id])
-                state.digests[artifact_id] = entries[artifact_id].digest.hex
+        self._keep_saved(state, previous)
+        if previous.status == "completed" and set(self.plan.order) <= state.kept:
+            return RunReport(previous, 0, 0, kept=sorted(state.kept))
+        self._claim(run_id)
+        self._write_runbook(run_id)  # the runbook this resume runs, should it differ
         return self._execute(state)
+
+    def _keep_saved(self, state: _State, previous: ExecutionResult) -> None:
+        """Keep every step whose artifact was saved and not marked failed or skipped since.
+
+        A dead executor saved its entries but never its final result, so an entry
+        with no outcome counts as completed; one that no longer reads back does not.
+        """
+        for artifact_id, entry in self.repo.artifacts.entries(state.run_id).items():
+            outcome = previous.artifacts.get(artifact_id)
+            if artifact_id not in self.plan.steps or (outcome and outcome.status != "completed"):
+                continue
+            try:
+                message = self.repo.artifacts.message(entry)
+            except CasError:
+                continue  # damaged or missing: run the step again
+            state.outcomes[artifact_id] = outcome or _outcome_from(entry.envelope)
+            state.messages[artifact_id] = message
+            state.digests[artifact_id] = entry.digest.hex
+            state.kept.add(artifact_id)
 
     def _claim(self, run_id: str) -> None:
         key = run_key(run_id, OWNER)
@@ -131,16 +157,29 @@ class Executor:
         payloads = self.repo.payloads
         objects, written = payloads.written_objects, payloads.written_bytes
         self._save_result(state, "running")
-        with _signals(state):
-            self._loop(state)
+        try:
+            with _signals(state):
+                self._loop(state)
+        except BaseException as error:
+            # Never leave a run `running` with its owner record behind.
+            state.stop = state.stop or f"executor failed: {type(error).__name__}: {error}"
+            self._abandon(state, state.stop)
+            self._save_result(state, "failed")
+            self.repo.backend.delete([run_key(state.run_id, OWNER)])
+            raise
         result = self._save_result(state, _final_status(state, self.plan.order))
         self.repo.backend.delete([run_key(state.run_id, OWNER)])
-        reused = [a for a, o in state.outcomes.items() if o.cached_from and a in self.plan.steps]
+        reused = [
+            a
+            for a, o in state.outcomes.items()
+            if o.cached_from and a in self.plan.steps and a not in state.kept
+        ]
         return RunReport(
             result,
             payloads.written_objects - objects,
             payloads.written_bytes - written,
             reused,
+            sorted(state.kept),
         )
 
     def _loop(self, state: _State) -> None:
@@ -157,8 +196,10 @@ class Executor:
         self._abandon(state, state.stop)
 
     def _start_ready(self, state: _State, limit: int) -> None:
+        # Threads given up on (timeouts) still hold a core: they count toward the limit.
+        state.abandoned = [thread for thread in state.abandoned if thread.is_alive()]
         for artifact_id in self.plan.order:
-            if len(state.running) >= limit:
+            if len(state.running) + len(state.abandoned) >= limit:
                 return
             if artifact_id in state.outcomes or artifact_id in state.running:
                 continue
@@ -179,6 +220,7 @@ class Executor:
         thread = threading.Thread(
             target=self._compute, args=(state, artifact_id), daemon=True, name=f"cas-{artifact_id}"
         )
+        state.threads[artifact_id] = thread
         thread.start()
 
     def _compute(self, state: _State, artifact_id: str) -> None:
@@ -246,10 +288,7 @@ class Executor:
         if isinstance(content, BaseException):
             self._fail(state, artifact_id, content, duration)
             return
-        try:
-            self._save(state, artifact_id, content, duration)
-        except Exception as error:  # invalid content or schema: the step failed
-            self._fail(state, artifact_id, error, duration)
+        self._save(state, artifact_id, content, duration)
 
     def _save(
         self, state: _State, artifact_id: str, content: dict[str, Any], duration: float
@@ -257,16 +296,23 @@ class Executor:
         step = self.plan.steps[artifact_id]
         assert step.plugin is not None
         items = state.items.get(artifact_id)
-        message = Message(
-            id=artifact_id,
-            content=content,
-            schema=step.plugin.output_schema,
-            source=f"{step.spec.kind}:{step.spec.type}",
-            timestamp=datetime.now(UTC),
-            context={} if items is None else {"items": {"reused": items[0], "processed": items[1]}},
-            execution=ExecutionInfo("completed", None, round(duration, 6)),
-        )
-        entry = self.repo.artifacts.save_entry(state.run_id, artifact_id, message)
+        context = {} if items is None else {"items": {"reused": items[0], "processed": items[1]}}
+        try:  # the step's output is invalid (not JSON, against its schema): the step failed
+            message = Message(
+                id=artifact_id,
+                content=content,
+                schema=step.plugin.output_schema,
+                source=f"{step.spec.kind}:{step.spec.type}",
+                timestamp=datetime.now(UTC),
+                context=context,
+                execution=ExecutionInfo("completed", None, round(duration, 6)),
+            )
+            entry = self.repo.artifacts.save_entry(
+                state.run_id, artifact_id, message, verify_existing=not self.use_cache
+            )
+        except Exception as error:
+            self._fail(state, artifact_id, error, duration)
+            return
         key = self._key(state, artifact_id)
         if key is not None:
             self.cache.store(key, entry.digest, state.run_id, artifact_id)
@@ -309,7 +355,10 @@ class Executor:
         record = self.cache.lookup(key)
         if record is None:
             return False
-        payload = orjson.loads(self.repo.payloads.get(record.output))
+        try:
+            payload = orjson.loads(self.repo.payloads.get(record.output))
+        except CasError:
+            return False  # went bad since the lookup: run the step
         envelope = {
             "id": artifact_id,
             "source": f"cache:{record.run_id}/{record.artifact_id}",
@@ -327,21 +376,21 @@ class Executor:
     def _reuse(self, state: _State, artifact_id: str) -> None:
         spec = self.plan.steps[artifact_id].spec
         try:
-            source_run = self.repo.resolve_run(spec.reuse_run or "")
+            source_run = self.repo.resolve_run(spec.reuse_run or "", exclude=state.run_id)
             entry = self.repo.artifacts.entry(source_run, spec.reuse_artifact or "")
             old = self.repo.artifacts.message(entry)
-        except (NotFoundError, ValueError) as error:
+            message = Message(
+                id=artifact_id,
+                content=old.content,
+                schema=old.schema,
+                source=f"reuse:{source_run}/{entry.artifact_id}",
+                timestamp=datetime.now(UTC),
+                execution=ExecutionInfo("completed", None, 0.0),
+            )
+            saved = self.repo.artifacts.save_entry(state.run_id, artifact_id, message)
+        except CasError as error:
             self._fail(state, artifact_id, error, 0.0)
             return
-        message = Message(
-            id=artifact_id,
-            content=old.content,
-            schema=old.schema,
-            source=f"reuse:{source_run}/{entry.artifact_id}",
-            timestamp=datetime.now(UTC),
-            execution=ExecutionInfo("completed", None, 0.0),
-        )
-        saved = self.repo.artifacts.save_entry(state.run_id, artifact_id, message)
         self._complete(state, artifact_id, message, saved.digest.hex, 0.0, cached_from=source_run)
 
     def _fail(self, state: _State, artifact_id: str, error: BaseException, duration: float) -> None:
@@ -368,6 +417,7 @@ class Executor:
         for artifact_id, started in list(state.running.items()):
             if now - started > step_timeout:
                 del state.running[artifact_id]
+                state.abandoned.append(state.threads[artifact_id])
                 error = TimeoutError(f"step exceeded its timeout of {step_timeout} s")
                 self._fail(state, artifact_id, error, now - started)
 
@@ -394,6 +444,17 @@ class Executor:
 
 
 _PENDING = ArtifactOutcome("skipped", reason="pending")
+
+
+def _outcome_from(envelope: dict[str, Any]) -> ArtifactOutcome:
+    """The outcome of a saved artifact whose executor died before recording it."""
+    execution = envelope.get("execution") or {}
+    source = envelope.get("source") or ""
+    kind, _, origin = source.partition(":")
+    cached_from = origin.split("/", 1)[0] if kind in ("cache", "reuse") else None
+    return ArtifactOutcome(
+        "completed", duration_seconds=execution.get("duration_seconds"), cached_from=cached_from
+    )
 
 
 def _final_status(state: _State, order: list[str]) -> RunStatus:

@@ -2,9 +2,11 @@
 
 An id is 1 to 128 characters of ASCII letters, digits, ``.``, ``_`` and ``-``; it
 starts with a letter, digit or ``_`` (never a dot, so it can never be ``.``, ``..``
-or a hidden or temporary file) and holds no ``..``. Dots allow namespaced artifact
-ids such as ``findings.removed``. There are no separators, so an id is always one
-path segment and nothing built from ids can leave the repository root.
+or a hidden or temporary file), holds no ``..`` and does not end with a dot (so a
+schema version never makes ``1..json``, and Windows never drops the dot). Dots
+allow namespaced artifact ids such as ``findings.removed``. There are no
+separators, so an id is always one path segment and nothing built from ids can
+leave the repository root.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ from cas.errors import InvalidIdError
 MAX_ID_LENGTH = 128
 ID_RULE = (
     "1-128 characters of letters, digits, '.', '_' or '-', "
-    "starting with a letter, digit or '_', without '..'"
+    "starting with a letter, digit or '_', not ending with '.', without '..'"
 )
 _ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 def is_valid_id(value: object) -> bool:
     """Whether `value` follows the id rule."""
-    return isinstance(value, str) and _ID.fullmatch(value) is not None and ".." not in value
+    return (
+        isinstance(value, str)
+        and _ID.fullmatch(value) is not None
+        and ".." not in value
+        and not value.endswith(".")
+    )
 
 
 def check_id(value: object, kind: str = "id") -> str:

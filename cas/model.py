@@ -9,6 +9,7 @@ belongs to one run and lives in that run's manifest entry.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast, get_args
@@ -51,6 +52,15 @@ def _json_object(value: Any, what: str) -> dict[str, Any]:
     return cast(dict[str, Any], check_plain_json(value))
 
 
+def _duration(value: Any, what: str) -> None:
+    if value is None:
+        return
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+        raise InvalidInputError(
+            f"invalid {what} {value!r}: expected a finite number of seconds ≥ 0"
+        )
+
+
 def _optional_str(value: Any, what: str, *, required: bool = False) -> None:
     if value is None and not required:
         return
@@ -91,6 +101,9 @@ class ExecutionInfo:
     status: str = "completed"
     error: str | None = None
     duration_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        _duration(self.duration_seconds, "duration")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,6 +203,7 @@ class ArtifactOutcome:
 
     def __post_init__(self) -> None:
         _choice(self.status, OUTCOME_STATUSES, "artifact outcome")
+        _duration(self.duration_seconds, "duration")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -231,6 +245,7 @@ class ExecutionResult:
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
         _choice(self.status, RUN_STATUSES, "run status")
+        _duration(self.duration_seconds, "duration")
         for artifact_id in self.artifacts:
             check_artifact_id(artifact_id)
 

@@ -227,9 +227,17 @@ def _repair_torn_tail(fd: int) -> None:
     end = os.lseek(fd, 0, os.SEEK_END)
     if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
         return
-    start = max(0, end - (1 << 20))
-    tail = os.pread(fd, end - start, start)
-    os.truncate(fd, start + tail.rfind(b"\n") + 1)
+    block = 1 << 20
+    cut = 0
+    position = end
+    while position > 0:  # backwards, a block at a time, to the last newline
+        start = max(0, position - block)
+        newline = os.pread(fd, position - start, start).rfind(b"\n")
+        if newline >= 0:
+            cut = start + newline + 1
+            break
+        position = start
+    os.truncate(fd, cut)
 
 
 class FsspecBackend:
@@ -256,7 +264,7 @@ class FsspecBackend:
     def read(self, key: str) -> bytes:
         try:
             data: bytes = self.fs.cat_file(self._path(key))
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise NotFoundError(f"no such key {key!r} in {self.url}") from None
         return data
 
@@ -265,9 +273,12 @@ class FsspecBackend:
 
     def size(self, key: str) -> int:
         try:
-            return int(self.fs.size(self._path(key)))
+            info = self.fs.info(self._path(key))
         except FileNotFoundError:
-            raise NotFoundError(f"no such key {key!r} in {self.url}") from None
+            info = {}
+        if info.get("type") != "file":
+            raise NotFoundError(f"no such key {key!r} in {self.url}")
+        return int(info["size"])
 
     def list(self, prefix: str) -> Iterator[str]:
         for path in self.fs.find(self._folder(prefix)):
@@ -282,9 +293,15 @@ class FsspecBackend:
 
     def delete(self, keys: Iterable[str]) -> None:
         paths = [self._path(key) for key in keys]
-        if paths:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(paths)
+        if not paths:
+            return
+        try:
+            self.fs.rm(paths)  # one batched request where the filesystem has one (S3)
+        except FileNotFoundError:
+            # Some filesystems (memory) stop at the first absent key: finish one by one.
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(path)
 
     def append(self, key: str, data: bytes) -> None:
         raise NotImplementedError(f"{self.url} does not support append")
@@ -325,6 +342,7 @@ class ObjectStore:
         self.written_objects = 0
         self.written_bytes = 0
         self._count_lock = threading.Lock()
+        self._corrupt: set[Digest] = set()  # found damaged by a read: the next put rewrites
 
     def key(self, digest: Digest) -> str:
         """Where `digest` lives in the backend."""
@@ -334,13 +352,14 @@ class ObjectStore:
         """Store `data`; return its digest and whether bytes were written (False if present)."""
         digest = digest or Digest.of(data)
         key = self.key(digest)
-        if self.backend.exists(key):
+        if digest not in self._corrupt and self.backend.exists(key):
             return digest, False
         stored = compress(data) if self.compressed else data
         self.backend.write(key, stored)
         with self._count_lock:
             self.written_objects += 1
             self.written_bytes += len(stored)
+            self._corrupt.discard(digest)
         return digest, True
 
     def get(self, digest: Digest) -> bytes:
@@ -350,6 +369,14 @@ class ObjectStore:
             data = self.backend.read(key)
         except NotFoundError:
             raise NotFoundError(f"object {digest.hex} is missing ({key})") from None
+        try:
+            return self._verified(data, digest, key)
+        except IntegrityError:
+            with self._count_lock:
+                self._corrupt.add(digest)
+            raise
+
+    def _verified(self, data: bytes, digest: Digest, key: str) -> bytes:
         if self.compressed:
             data = decompress(data, digest, key)
         found = Digest.of(data)
@@ -361,18 +388,31 @@ class ObjectStore:
             )
         return data
 
+    def damaged(self, digests: Iterable[Digest]) -> set[Digest]:
+        """Which of `digests` a read in this process found corrupt (a put rewrites them)."""
+        return self._corrupt.intersection(digests)
+
     def size(self, digest: Digest) -> int:
         """Stored size of an object."""
         return self.backend.size(self.key(digest))
 
+    listing_threshold = 3  # wanted digests in one shard that make listing it cheaper
+
     def missing(self, digests: Iterable[Digest]) -> set[Digest]:
-        """Which of `digests` are absent: one listing per shard for large sets."""
+        """Which of `digests` are absent: a listing for shards holding several, else a check."""
         wanted = set(digests)
-        if len(wanted) < 64 or isinstance(self.backend, LocalBackend):
+        if isinstance(self.backend, LocalBackend):  # a stat is cheaper than any listing
             return {d for d in wanted if not self.backend.exists(self.key(d))}
-        shards = {d.hex[:2] for d in wanted}
-        present = {d for shard in shards for d in self._in_shard(shard)}
-        return wanted - present
+        by_shard: dict[str, list[Digest]] = {}
+        for digest in wanted:
+            by_shard.setdefault(digest.hex[:2], []).append(digest)
+        absent: set[Digest] = set()
+        for shard, group in by_shard.items():
+            if len(group) >= self.listing_threshold:
+                absent.update(set(group) - set(self._in_shard(shard)))
+            else:
+                absent.update(d for d in group if not self.backend.exists(self.key(d)))
+        return absent
 
     def _in_shard(self, shard: str) -> Iterator[Digest]:
         for name in self.backend.children(f"{self.prefix}/{shard}"):

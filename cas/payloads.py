@@ -11,6 +11,7 @@ digest. A read fetches the chunks, checks each and then the whole.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import zlib
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from itertools import pairwise
 import orjson
 
 from cas.digest import Digest
-from cas.errors import IntegrityError, NotFoundError
+from cas.errors import CasError, IntegrityError, NotFoundError
 from cas.objects import Backend, ObjectStore, compress, decompress
 
 CHUNKS = "chunks"
@@ -74,6 +75,7 @@ class PayloadStore:
         self.lists = ObjectStore(backend, LISTS, compressed=True)
         self.list_bytes = 0
         self.chunker = chunker or Chunker()
+        self._corrupt: set[Digest] = set()  # chunked payloads a read found damaged
 
     @property
     def written_objects(self) -> int:
@@ -85,17 +87,26 @@ class PayloadStore:
         """Stored bytes this process wrote for objects, chunks and chunk lists."""
         return self.objects.written_bytes + self.chunks.written_bytes + self.list_bytes
 
-    def put(self, payload: bytes, digest: Digest | None = None) -> Digest:
-        """Store `payload` (chunks first, then their list); a stored digest is a no-op."""
+    def put(
+        self, payload: bytes, digest: Digest | None = None, *, verify_existing: bool = False
+    ) -> Digest:
+        """Store `payload` (chunks first, then their list); a stored digest is a no-op.
+
+        With `verify_existing` a stored copy is read back first, so a damaged one is
+        rewritten rather than trusted.
+        """
         digest = digest or Digest.of(payload)
+        if verify_existing:
+            with contextlib.suppress(CasError):
+                self.get(digest, len(payload))  # marks what it finds damaged for rewriting
         if len(payload) < self.threshold:
             self.objects.put(payload, digest)
             return digest
-        if self.backend.exists(self.lists.key(digest)):
+        if digest not in self._corrupt and self.backend.exists(self.lists.key(digest)):
             return digest
         pieces = self.chunker.cut(payload)
         named = [(Digest.of(piece), piece) for piece in pieces]
-        absent = self.chunks.missing(d for d, _ in named)
+        absent = self.chunks.missing(d for d, _ in named) | self.chunks.damaged(d for d, _ in named)
         for chunk_digest, piece in named:
             if chunk_digest in absent:
                 self.chunks.put(piece, chunk_digest)
@@ -104,6 +115,7 @@ class PayloadStore:
         stored = compress(orjson.dumps(record))
         self.backend.write(self.lists.key(digest), stored)
         self.list_bytes += len(stored)
+        self._corrupt.discard(digest)
         return digest
 
     def get(self, digest: Digest, size: int | None = None) -> bytes:
@@ -114,8 +126,13 @@ class PayloadStore:
             except NotFoundError:
                 if size is not None:
                     raise
-        data = b"".join(self.chunks.get(chunk) for chunk in self.chunk_list(digest))
+        try:
+            data = b"".join(self.chunks.get(chunk) for chunk in self.chunk_list(digest))
+        except IntegrityError:
+            self._corrupt.add(digest)
+            raise
         if Digest.of(data) != digest:
+            self._corrupt.add(digest)
             raise IntegrityError(
                 f"payload {digest.hex} is corrupt: its chunks join to {Digest.of(data).hex}",
                 digest=digest.hex,

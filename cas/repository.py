@@ -122,18 +122,21 @@ class Repository:
             infos, key=lambda info: (_aware(info.started_at) or epoch, info.run_id), reverse=True
         )
 
-    def resolve_run(self, text: str) -> str:
-        """A run id from an exact id, a unique prefix, or ``latest``."""
+    def resolve_run(self, text: str, exclude: str | None = None) -> str:
+        """A run id from an exact id, a unique prefix, or ``latest``.
+
+        `exclude` leaves one run out (a running run reusing "the latest" other one).
+        """
         if text == "latest":
-            runs = self.runs()
+            runs = [info for info in self.runs() if info.run_id != exclude]
             if not runs:
                 raise NotFoundError(f"no runs in {self.url}")
             return runs[0].run_id
         check_run_id(text)
-        ids = self.run_ids()
+        ids = [run_id for run_id in self.run_ids() if run_id != exclude]
         if text in ids:
             return text
-        matches = [run_id for run_id in ids if run_id.startswith(text)] if text else []
+        matches = [run_id for run_id in ids if run_id.startswith(text)]
         if len(matches) == 1:
             return matches[0]
         if matches:

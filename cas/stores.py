@@ -94,8 +94,14 @@ class BackendArtifactStore:
     def save(self, run_id: str, artifact_id: str, message: Message) -> None:
         self.save_entry(run_id, artifact_id, message)
 
-    def save_entry(self, run_id: str, artifact_id: str, message: Message) -> ArtifactEntry:
-        """`save`, returning the manifest entry written."""
+    def save_entry(
+        self, run_id: str, artifact_id: str, message: Message, *, verify_existing: bool = False
+    ) -> ArtifactEntry:
+        """`save`, returning the manifest entry written.
+
+        With `verify_existing`, a payload already stored is read back and rewritten
+        if it turns out damaged (a plain save trusts what is there).
+        """
         check_run_id(run_id)
         check_artifact_id(artifact_id)
         if not isinstance(message, Message):
@@ -116,7 +122,7 @@ class BackendArtifactStore:
         )
         # Everything is checked and serialised before the first write: bad input writes nothing.
         line = seal(entry.to_dict()) + b"\n"
-        self.payloads.put(payload, digest)
+        self.payloads.put(payload, digest, verify_existing=verify_existing)
         self._append(run_id, line)
         return entry
 
@@ -133,7 +139,7 @@ class BackendArtifactStore:
             self.backend.sync(run_key(run_id, MANIFEST))
 
     def entries(self, run_id: str) -> dict[str, ArtifactEntry]:
-        """The run's manifest: artifact id → newest entry, in first-saved order."""
+        """The run's manifest: artifact id → newest entry, in the order of those newest saves."""
         entries: dict[str, ArtifactEntry] = {}
         for key in self._manifest_keys(run_id):
             for record in _records(self.backend, key):

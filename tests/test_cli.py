@@ -35,7 +35,7 @@ from cas.repository import Repository
 ROOT = Path(__file__).resolve().parent.parent
 ID_RULE_MESSAGE = (
     "expected 1-128 characters of letters, digits, '.', '_' or '-', "
-    "starting with a letter, digit or '_', without '..'"
+    "starting with a letter, digit or '_', not ending with '.', without '..'"
 )
 
 
@@ -72,12 +72,13 @@ SKIPPED_REASON = "no data subject rules in this runbook"
 def save_scan(repo: Repository, files: dict[str, str]) -> str:
     """Save a scan-like run by hand: three artifacts, a skipped fourth, then the result.
 
-    Runs that differ only in `files` share the `findings` and `summary` objects.
+    Runs that differ only in `files` share the `findings` and `summary` objects. The
+    schemas are ones no package ships, so the hand-made content is stored unvalidated.
     """
     run_id = f"run-{len(repo.run_ids()) + 1}"
     listing = [{"path": path, "content": text} for path, text in sorted(files.items())]
     artifacts: list[tuple[str, SchemaRef | None, dict[str, Any]]] = [
-        ("file_content", SchemaRef("file_content", "1.0.0"), {"files": listing}),
+        ("file_content", SchemaRef("file_listing", "1.0.0"), {"files": listing}),
         ("findings", SchemaRef("personal_data_finding", "1.0.0"), {"findings": FINDINGS}),
         ("summary", None, {"total_findings": len(FINDINGS)}),
     ]

@@ -1,0 +1,1 @@
+"""Helpers for the executor tests: test plugins, a script subprocess tests run, a fake plugin."""
