@@ -39,6 +39,7 @@ class SchemaRegistry:
         # The built-in plugins' output schemas are always known (and so always enforced).
         self.packages = [*packages, *extra, BUILTIN_PACKAGE]
         self._validators: dict[SchemaRef, Any] = {}
+        self._fast: dict[SchemaRef, Any] = {}
 
     @staticmethod
     def key(ref: SchemaRef) -> str:
@@ -64,6 +65,9 @@ class SchemaRegistry:
         validator = self._validator(ref)
         if validator is None:
             return False
+        fast = self._fast.get(ref)
+        if fast is not None and _passes(fast, content):
+            return True
         error = first_error(validator, content)
         if error is not None:
             path, message = error
@@ -76,6 +80,7 @@ class SchemaRegistry:
             document = self.document(ref)
             validator = None if document is None else compile_schema(document, str(ref))
             self._validators[ref] = validator
+            self._fast[ref] = None if document is None else fast_validator(document)
         return validator
 
     def add(self, ref: SchemaRef, document: dict[str, Any]) -> bool:
@@ -88,6 +93,7 @@ class SchemaRegistry:
             return False
         self.backend.write(self.key(ref), orjson.dumps(document, option=orjson.OPT_INDENT_2))
         self._validators.pop(ref, None)
+        self._fast.pop(ref, None)
         return True
 
     def list(self) -> builtins.list[tuple[SchemaRef, str]]:
@@ -125,6 +131,132 @@ def compile_schema(document: dict[str, Any], name: str) -> Any:
             f"schema {name} is not a valid JSON Schema: {error.message}"
         ) from None
     return cls(document)
+
+
+# Keywords that mean the same in draft 7 (what fastjsonschema knows) and 2020-12.
+# A schema using anything else (prefixItems, unevaluated*, $dynamicRef, …) that
+# fastjsonschema would silently ignore is validated by jsonschema alone. Local
+# references to ``$defs`` are inlined first.
+_SHARED_KEYWORDS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "$comment",
+        "type",
+        "enum",
+        "const",
+        "properties",
+        "required",
+        "additionalProperties",
+        "patternProperties",
+        "propertyNames",
+        "minProperties",
+        "maxProperties",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "contains",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "not",
+        "if",
+        "then",
+        "else",
+        "items",
+    }
+)
+_SCHEMA_MAPS = ("properties", "patternProperties")
+_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
+_SCHEMA_VALUES = [
+    "additionalProperties",
+    "propertyNames",
+    "contains",
+    "not",
+    "if",
+    "then",
+    "else",
+    "items",
+]
+_MAX_INLINE_DEPTH = 32
+
+
+def fast_validator(document: dict[str, Any]) -> Any:
+    """A compiled fastjsonschema validator, or None where it might accept what jsonschema refuses.
+
+    It is only ever trusted to say "valid": any refusal is confirmed (and
+    explained) by jsonschema, so it can only make validation faster, never laxer.
+    """
+    defs = document.get("$defs", {})
+    body = {k: v for k, v in document.items() if k not in ("$schema", "$defs")}
+    inlined = _inline(body, defs if isinstance(defs, dict) else {}, 0)
+    if inlined is None or not _shared_only(inlined):
+        return None
+    import fastjsonschema
+
+    try:
+        return fastjsonschema.compile(inlined)
+    except Exception:  # a construct it cannot compile: jsonschema alone, as before
+        return None
+
+
+def _inline(schema: Any, defs: dict[str, Any], depth: int) -> Any:
+    """`schema` with every ``{"$ref": "#/$defs/x"}`` replaced by its definition, or None."""
+    if depth > _MAX_INLINE_DEPTH:
+        return None  # recursive definitions: leave them to jsonschema
+    if isinstance(schema, list):
+        items = [_inline(item, defs, depth) for item in schema]
+        return None if any(item is None for item in items) else items
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if ref is not None:
+        name = ref.removeprefix("#/$defs/") if isinstance(ref, str) else None
+        if name is None or name == ref or name not in defs:
+            return None
+        target = _inline(defs[name], defs, depth + 1)
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        if target is None or (rest and "allOf" in rest):
+            return None
+        return {"allOf": [target], **_inline(rest, defs, depth)} if rest else target
+    result = {key: _inline(value, defs, depth) for key, value in schema.items()}
+    if any(value is None and schema[key] is not None for key, value in result.items()):
+        return None
+    return result
+
+
+def _shared_only(schema: Any) -> bool:
+    if isinstance(schema, bool):
+        return True
+    if not isinstance(schema, dict) or not set(schema) <= _SHARED_KEYWORDS:
+        return False
+    if isinstance(schema.get("items"), list):
+        return False  # tuple form: prefixItems in 2020-12
+    children = [schema[k] for k in _SCHEMA_VALUES if k in schema]
+    children += [v for k in _SCHEMA_MAPS for v in schema.get(k, {}).values()]
+    children += [v for k in _SCHEMA_LISTS for v in schema.get(k, [])]
+    return all(_shared_only(child) for child in children)
+
+
+def _passes(fast: Any, content: Any) -> bool:
+    try:
+        fast(content)
+    except Exception:  # refused (or confused): let jsonschema decide and explain
+        return False
+    return True
 
 
 def first_error(validator: Any, instance: Any) -> tuple[list[str | int], str] | None:
