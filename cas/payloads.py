@@ -31,10 +31,14 @@ LISTS = "lists"
 class Chunker:
     """Content-defined cuts at JSON element boundaries (``},{`` and ``],[``)."""
 
+    # Measured on the scan benchmark's corpus (2,000 files, 2% edited per run): cutting
+    # at every element boundary past 2 KiB stores the least per run. Coarser chunks
+    # (mask 0x1: every other boundary) rewrite more unchanged neighbours (2.1x the
+    # bytes); finer ones make the chunk list, rewritten whole, the larger cost.
     min_size: int = 2 * 1024
     max_size: int = 64 * 1024
     window: int = 48
-    mask: int = 0x1  # of the candidates past min_size, cut where crc32(window) & mask == 0
+    mask: int = 0x0  # of the candidates past min_size, cut where crc32(window) & mask == 0
 
     _boundary = re.compile(rb"\},\{|\],\[")
 
@@ -69,7 +73,7 @@ class PayloadStore:
 
     def __init__(self, backend: Backend, chunker: Chunker | None = None) -> None:
         self.backend = backend
-        self.objects = ObjectStore(backend)
+        self.objects = ObjectStore(backend, compressed=True)
         self.chunks = ObjectStore(backend, CHUNKS, compressed=True)
         # Lists are named by the payload they rebuild, not by their own bytes.
         self.lists = ObjectStore(backend, LISTS, compressed=True)

@@ -30,6 +30,7 @@ from cas.errors import (
     SchemaValidationError,
 )
 from cas.model import ArtifactOutcome, ExecutionResult, Message, SchemaRef
+from cas.objects import compress, decompress
 from cas.repository import Repository
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,11 +106,11 @@ def latest(repo: Repository) -> str:
 
 
 def corrupt(repo: Repository, digest: Digest) -> Digest:
-    """Flip one byte of an object; return what its bytes now hash to."""
+    """Flip one byte of an object's content (kept a valid zstd frame); return its new hash."""
     path = Path(repo.url) / repo.objects.key(digest)
-    data = bytearray(path.read_bytes())
+    data = bytearray(decompress(path.read_bytes(), digest, str(path)))
     data[3] ^= 0x01
-    path.write_bytes(bytes(data))
+    path.write_bytes(compress(bytes(data)))
     return Digest.of(bytes(data))
 
 
