@@ -265,7 +265,7 @@ def verify(
 
 @app.command()
 def stats(ctx: typer.Context, json: JsonOption = False) -> None:
-    """Count runs, artifacts and objects; logical vs stored bytes and the dedup ratio."""
+    """Count runs, artifacts and objects; logical, unique and stored bytes and the ratios."""
     from cas.stats import collect_stats
 
     totals = collect_stats(_open(ctx, json=json))

@@ -267,10 +267,19 @@ def stats_table(stats: RepoStats) -> None:
     table = Table("measure", "value")
     table.add_row("runs", str(stats.runs))
     table.add_row("artifacts", str(stats.artifacts))
-    table.add_row("objects", str(stats.objects))
-    table.add_row("logical bytes", f"{stats.logical_bytes} ({size(stats.logical_bytes)})")
-    table.add_row("stored bytes", f"{stats.stored_bytes} ({size(stats.stored_bytes)})")
-    table.add_row("dedup ratio", f"{stats.dedup_ratio:.2f}x")
+    table.add_row("payloads", str(stats.payloads))
+    table.add_row("objects and chunks", str(stats.objects))
+    for label, value in (
+        ("logical bytes", stats.logical_bytes),
+        ("unique bytes", stats.unique_bytes),
+        ("chunked bytes", stats.chunked_bytes),
+        ("distinct chunk bytes", stats.chunk_bytes),
+        ("stored bytes", stats.stored_bytes),
+    ):
+        table.add_row(label, f"{value} ({size(value)})")
+    table.add_row("dedup ratio (logical / unique)", f"{stats.dedup_ratio:.2f}x")
+    table.add_row("chunk dedup (chunked / chunks)", f"{stats.chunk_dedup_ratio:.2f}x")
+    table.add_row("total (logical / stored)", f"{stats.total_ratio:.2f}x")
     console().print(table)
 
 

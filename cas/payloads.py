@@ -146,6 +146,10 @@ class PayloadStore:
 
     def chunk_list(self, digest: Digest) -> list[Digest]:
         """The chunks of a chunked payload, in order."""
+        return [chunk for chunk, _ in self.chunk_sizes(digest)]
+
+    def chunk_sizes(self, digest: Digest) -> list[tuple[Digest, int]]:
+        """The chunks of a chunked payload with their uncompressed sizes, in order."""
         key = self.lists.key(digest)
         try:
             data = self.backend.read(key)
@@ -153,8 +157,8 @@ class PayloadStore:
             raise NotFoundError(f"object {digest.hex} is missing") from None
         try:
             record = orjson.loads(decompress(data, digest, key))
-            return [Digest.parse(entry[0]) for entry in record["chunks"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError, IndexError, ValueError):
+            return [(Digest.parse(hex_), int(size)) for hex_, size in record["chunks"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise IntegrityError(
                 f"chunk list of {digest.hex} is damaged", digest=digest.hex, location=key
             ) from None

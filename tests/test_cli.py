@@ -547,3 +547,17 @@ def test_help_does_not_import_heavy_modules(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert result.stdout == "[]\n"
+
+
+def test_stats_separates_dedup_chunking_and_compression(tmp_path: Path) -> None:
+    repo = Repository.init(str(tmp_path / "repo"))
+    repo.payloads.threshold = 4096  # so a modest payload is chunked
+    rows = [{"file": f"f{i}.txt", "text": "x" * 300 + str(i)} for i in range(60)]
+    for run in ("r1", "r2"):
+        repo.artifacts.save(run, "big", Message(id="big", content={"rows": rows}))
+        rows = [*rows[:-1], {"file": "new.txt", "text": "changed"}]
+    totals = json.loads(cas(tmp_path / "repo", "stats", "--json").stdout)
+    assert totals["payloads"] == 2
+    assert totals["dedup_ratio"] == 1.0  # two different payloads
+    assert totals["chunk_dedup_ratio"] > 1.5  # ... that share most of their chunks
+    assert totals["stored_bytes"] < totals["chunk_bytes"] < totals["chunked_bytes"]
