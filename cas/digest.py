@@ -160,10 +160,6 @@ def _encodable(strings: list[str]) -> bool:
     return True
 
 
-def _in_range(ints: list[int]) -> bool:
-    return min(ints) >= -(2**63) and max(ints) < 2**64
-
-
 def _finite(floats: list[float]) -> bool:
     # One C-speed sum finds NaN or infinity; huge finite floats may overflow it, so
     # look one by one before refusing.

@@ -3,8 +3,8 @@
 Steps compute in daemon threads (up to ``max_concurrency``); the main thread
 saves each artifact the moment it arrives (object, then entry, then the cache
 record), so a crash loses at most the steps still running. Write order for the
-run as a whole: owner record and ``running`` result first, artifacts as they
-come, the final result last.
+run as a whole: owner record, ``runbook.yaml`` and the ``running`` result first,
+artifacts as they come, the final result last, then the owner record is removed.
 
 A step whose key (plugin, version, properties, input digests) matches a cached
 record whose object verifies is not run: its output is reused by digest. A

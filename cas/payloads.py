@@ -1,9 +1,9 @@
 """Payloads: whole objects when small, content-defined chunks when large.
 
 A payload (the canonical JSON of ``{schema, content}``) is always named by the
-BLAKE3 of its whole bytes. Under `PayloadStore.threshold` it is one raw object in
-``objects/``. Above it, it is cut at JSON element boundaries chosen by the bytes
-around them (so one changed element changes one or two chunks, not the rest);
+BLAKE3 of its whole bytes. Under `PayloadStore.threshold` it is one object in
+``objects/`` (a zstd frame of the payload). Above it, it is cut at JSON element
+boundaries (so one changed element changes one or two chunks, not the rest);
 the chunks go to ``chunks/`` zstd-compressed, each named by the BLAKE3 of its
 uncompressed bytes, and then a chunk list goes to ``lists/`` under the payload's
 digest. A read fetches the chunks, checks each and then the whole.
@@ -130,10 +130,11 @@ class PayloadStore:
             except NotFoundError:
                 if size is not None:
                     raise
+        chunks = self.chunk_list(digest)
         try:
-            data = b"".join(self.chunks.get(chunk) for chunk in self.chunk_list(digest))
-        except IntegrityError:
-            self._corrupt.add(digest)
+            data = b"".join(self.chunks.get(chunk) for chunk in chunks)
+        except (IntegrityError, NotFoundError):
+            self._corrupt.add(digest)  # the next put of this payload restores its chunks
             raise
         if Digest.of(data) != digest:
             self._corrupt.add(digest)

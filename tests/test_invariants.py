@@ -30,7 +30,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cas.objects
-from cas.digest import canonical_json
+from cas.digest import Digest, canonical_json
 from cas.errors import (
     IntegrityError,
     InvalidIdError,
@@ -38,10 +38,16 @@ from cas.errors import (
     RepositoryError,
     SchemaValidationError,
 )
+from cas.executor import RUNBOOK, Executor
 from cas.ids import is_valid_id
 from cas.model import ArtifactOutcome, ExecutionResult, Message, RunStatus, SchemaRef
 from cas.objects import Backend, FsspecBackend, LocalBackend, check_key, decompress, is_temp_name
+from cas.owner import OWNER
+from cas.payloads import PayloadStore
+from cas.planner import plan
+from cas.plugins import connectors, processors
 from cas.repository import CONFIG, Repository
+from cas.runbook import load_runbook
 from cas.stores import MANIFEST, RESULT, SEGMENTS, run_key
 from cas.verify import verify
 
@@ -794,3 +800,120 @@ def test_invariant_15_result_marks_completed_only_saved_artifacts(backend: Backe
     problems = verify(repo).problems
     assert [(p.kind, p.subject, p.runs) for p in problems] == [("missing_entry", "ghost", (RUN,))]
     assert not verify(repo).ok
+
+
+# --------------------------------------------------------------------------- I16
+
+
+def _chunky(rows: int) -> Message:
+    """A message whose payload has many ``},{`` boundaries (about 220 bytes a row)."""
+    return Message(id="big", content={"rows": [{"n": n, "text": "x" * 200} for n in range(rows)]})
+
+
+def test_invariant_16_chunk_list_is_written_after_its_chunks(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks, then the list naming them, then the entry; a read checks each chunk and the whole."""
+    monkeypatch.setattr(PayloadStore, "threshold", 4 * 1024)
+    repo, recorder = _recorded(backend)
+    repo.artifacts.save(RUN, "big", _chunky(200))
+    keys = [key for _, key in recorder.events]
+    chunks = [i for i, key in enumerate(keys) if key.startswith("chunks/")]
+    lists = [i for i, key in enumerate(keys) if key.startswith("lists/")]
+    entry_at = next(i for i, key in enumerate(keys) if key.startswith(f"runs/{RUN}/"))
+    assert len(chunks) > 1 and len(lists) == 1
+    assert max(chunks) < lists[0] < entry_at
+    entry = repo.artifacts.entry(RUN, "big")
+    list_key = keys[lists[0]]
+    assert list_key == f"lists/{entry.digest.path}"
+    assert not backend.exists(repo.objects.key(entry.digest))  # chunked, not whole
+    record = orjson.loads(decompress(backend.read(list_key), entry.digest, list_key))
+    assert record["size"] == entry.size == sum(size for _, size in record["chunks"])
+    assert blake3.blake3(repo.payloads.get(entry.digest)).hexdigest() == entry.digest.hex
+    first = record["chunks"][0][0]
+    chunk_key = f"chunks/{first[:2]}/{first[2:]}"
+    damaged = bytearray(decompress(backend.read(chunk_key), entry.digest, chunk_key))
+    damaged[-2] ^= 0x01
+    backend.write(chunk_key, cas.objects.compress(bytes(damaged)))
+    with pytest.raises(IntegrityError) as caught:
+        repo.artifacts.get(RUN, "big")
+    assert caught.value.location == chunk_key  # the damaged chunk is named
+
+
+def test_invariant_16_crash_at_any_write_of_a_chunked_save_is_consistent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However a chunked save dies, no list names a missing chunk and no entry a missing list."""
+    monkeypatch.setattr(PayloadStore, "threshold", 4 * 1024)
+    crash_at = 1
+    while True:
+        inner = LocalBackend(tmp_path / f"repo-{crash_at}", fsync=False)
+        config = _repo(inner).config
+        crashing = CrashingBackend(inner, crash_at)
+        try:
+            Repository(crashing, config).artifacts.save(RUN, "big", _chunky(60))
+        except Crash:
+            _assert_consistent(Repository(inner, config))
+            for key in inner.list("lists"):
+                digest = Digest("".join(key.split("/")[1:]))
+                assert Repository(inner, config).payloads.get(digest)  # every chunk present
+            crash_at += 1
+            continue
+        break
+    assert crash_at > 3  # the loop really crashed before chunks, list and entry
+
+
+# --------------------------------------------------------------------------- I17
+
+SCAN = Path(__file__).resolve().parent.parent / "examples" / "scan.yaml"
+
+
+class _TaggingBackend(RecordingBackend):
+    """Logs what each write means: (owner|runbook|result:<status>|payload|entry:<id>|…, key)."""
+
+    def _tag(self, key: str, data: bytes) -> str:
+        name = key.rsplit("/", 1)[-1]
+        if key.startswith(("objects/", "chunks/", "lists/")):
+            return key.split("/", 1)[0]
+        if name in (OWNER, RUNBOOK):
+            return name
+        if name == RESULT:
+            return f"result:{orjson.loads(data)['status']}"
+        if key.startswith("cache/"):
+            record = orjson.loads(data)
+            return f"{key.split('/')[1]}:{record.get('artifact_id', record['output'])}"
+        return f"entry:{orjson.loads(data)['artifact']}"
+
+    def write(self, key: str, data: bytes) -> None:
+        self._log(self._tag(key, data), key)
+        self.inner.write(key, data)
+
+    def append(self, key: str, data: bytes) -> None:
+        self._log(self._tag(key, data), key)
+        self.inner.append(key, data)
+
+
+def test_invariant_17_a_run_writes_in_order(tmp_path: Path) -> None:
+    """Owner, runbook, `running` result; per step payload, entry, cache; final result; release."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("mail me at jane.doe@example.com\n")
+    (data / "b.txt").write_text("nothing here\n")
+    inner = LocalBackend(tmp_path / "repo")
+    recorder = _TaggingBackend(inner)
+    repo = Repository(recorder, _repo(inner).config)
+    runbook = load_runbook(SCAN, env={"CAS_EXAMPLE_DATA": str(data)})
+    report = Executor(repo, plan(runbook, connectors(), processors())).run()
+    assert report.result.status == "completed"
+    tags = [tag for tag, _ in recorder.events]
+    assert [t for t in tags if t != "sync"][:3] == ["owner.json", "runbook.yaml", "result:running"]
+    assert tags[-3:] == ["sync", "result:completed", "delete"]  # I2, then the owner released
+    assert recorder.events[-1][1] == run_key(report.run_id, OWNER)
+    entries = repo.artifacts.entries(report.run_id)
+    for artifact_id, entry in entries.items():
+        at = tags.index(f"entry:{artifact_id}")
+        payload_key = repo.objects.key(entry.digest)
+        assert recorder.events.index(("objects", payload_key)) < at  # object, then entry
+        if report.result.artifacts[artifact_id].step_key is not None:  # cacheable step
+            assert at < tags.index(f"steps:{artifact_id}")  # entry, then its cache record
+    assert tags.index("entry:findings") < tags.index(f"items:{entries['findings'].digest.hex}")

@@ -60,3 +60,24 @@ def test_a_missing_chunk_or_list_fails_verify(tmp_path: Path, store: str) -> Non
     [problem] = verify(repo).problems
     assert problem.kind == "missing_object"
     assert problem.runs == ("r1", "r2")
+
+
+def test_a_missing_chunk_is_restored_by_the_next_save_after_a_read(tmp_path: Path) -> None:
+    repo, message = _chunked(tmp_path)
+    digest = repo.artifacts.entry("r1", "big").digest
+    chunk = repo.payloads.chunk_list(digest)[0]
+    (Path(repo.url) / repo.payloads.chunks.key(chunk)).unlink()
+    assert not verify(repo).ok  # the read finds the chunk missing...
+    repo.artifacts.save("r3", "big", message)  # ...so this save writes it again
+    assert verify(repo).ok
+
+
+def test_a_no_cache_save_restores_a_missing_chunk_in_a_fresh_process(tmp_path: Path) -> None:
+    repo, message = _chunked(tmp_path)
+    digest = repo.artifacts.entry("r1", "big").digest
+    chunk = repo.payloads.chunk_list(digest)[0]
+    (Path(repo.url) / repo.payloads.chunks.key(chunk)).unlink()
+    fresh = Repository.open(repo.url)
+    fresh.payloads.threshold = 4096
+    fresh.artifacts.save_entry("r3", "big", message, verify_existing=True)
+    assert verify(fresh).ok
