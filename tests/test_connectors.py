@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import shutil
 import tomllib
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from executor_support.schemas import assert_valid
 
 from cas.connectors import FILE_CONTENT, FilesystemConnector, glob_pattern, resolve_properties
 from cas.digest import Digest, canonical_json
@@ -21,18 +20,6 @@ from cas.plugins import Connector
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "data"
-
-
-def schema_of(name: str) -> dict[str, Any]:
-    """A bundled JSON Schema document."""
-    text = (files("cas") / "builtin_schemas" / name / "1.0.0.json").read_text()
-    document: dict[str, Any] = json.loads(text)
-    return document
-
-
-def assert_valid(name: str, content: dict[str, Any]) -> None:
-    """Validate `content` against the bundled schema `name`."""
-    jsonschema.Draft202012Validator(schema_of(name)).validate(content)
 
 
 def make_tree(root: Path, tree: dict[str, bytes | str]) -> Path:

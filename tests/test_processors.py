@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import importlib
-import json
 import re
 import time
 import tomllib
 from collections import Counter
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from executor_support.schemas import assert_valid, schema_of
 
 from cas.connectors import FilesystemConnector
 from cas.digest import canonical_json
@@ -179,18 +178,6 @@ CLEAN_EXAMPLES = {
     "src/db/migrations/0003_add_phone.sql",
     "src/utils/helpers.py",
 }
-
-
-def schema_of(name: str) -> dict[str, Any]:
-    """A bundled JSON Schema document."""
-    text = (files("cas") / "builtin_schemas" / name / "1.0.0.json").read_text()
-    document: dict[str, Any] = json.loads(text)
-    return document
-
-
-def assert_valid(name: str, content: dict[str, Any]) -> None:
-    """Validate `content` against the bundled schema `name`."""
-    jsonschema.Draft202012Validator(schema_of(name)).validate(content)
 
 
 def file_message(content: dict[str, Any], message_id: str = "file_content") -> Message:
