@@ -61,7 +61,8 @@ def execute(
     with StepDisplay(steps, enabled=progress, kept=kept) as display:
         executor = Executor(repo, steps, use_cache=use_cache, on_event=display.event)
         report = executor.run() if run_id is None else executor.resume(run_id)
-    return Executed(repo, steps, report, resumed=run_id is not None, kept=kept)
+    # The display guessed what a resume keeps; the report says what it kept.
+    return Executed(repo, steps, report, resumed=run_id is not None, kept=frozenset(report.kept))
 
 
 def _prepare_new(location: str | None, path: Path) -> tuple[Repository, Plan, frozenset[str]]:
@@ -85,7 +86,7 @@ def _prepare_resume(
     steps = plan(stored_runbook(repo, run_id) if path is None else load_runbook(path))
     previous, saved = repo.executions.get(run_id), repo.artifacts.entries(run_id)
     kept = (a for a, o in previous.artifacts.items() if o.status == "completed" and a in saved)
-    return repo, steps, frozenset(kept), run_id  # what Executor.resume keeps
+    return repo, steps, frozenset(kept), run_id  # for the display until the report says
 
 
 def stored_runbook(repo: Repository, run_id: str) -> Runbook:
