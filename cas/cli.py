@@ -19,7 +19,9 @@ import orjson
 import typer
 from typer.core import TyperGroup
 
+from cas import cli_export
 from cas import cli_render as render
+from cas.cli_index import check_status, emit_runs, index_app, parse_when
 from cas.errors import (
     CasError,
     ConflictError,
@@ -106,6 +108,7 @@ schema_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(schema_app, name="schema")
+app.add_typer(index_app, name="index")
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON on stdout and nothing else; errors as JSON.")
@@ -162,19 +165,46 @@ def init(ctx: typer.Context) -> None:
 
 
 @app.command()
-def runs(
+def runs(  # every flag is keyword-only: typer passes them by name
     ctx: typer.Context,
+    *,
     json: JsonOption = False,
+    ndjson: Annotated[bool, typer.Option("--ndjson", help="One JSON object a line.")] = False,
     limit: Annotated[
         int | None, typer.Option("--limit", "-n", min=1, help="Show only the newest N runs.")
     ] = None,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip the newest N.")] = 0,
+    status: Annotated[str | None, typer.Option("--status", help="Only runs with it.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Started at or after (ISO date or time).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Started before (a bare date: its whole day).")
+    ] = None,
+    runbook: Annotated[str | None, typer.Option("--runbook", help="Only this runbook.")] = None,
+    artifact: Annotated[
+        str | None, typer.Option("--artifact", metavar="ID", help="Runs holding artifact ID.")
+    ] = None,
+    digest: Annotated[
+        str | None,
+        typer.Option("--digest", metavar="PREFIX", help="Runs holding a payload with it."),
+    ] = None,
 ) -> None:
-    """List runs, newest first: id, status, start time, duration and artifact count."""
-    infos = _open(ctx, json=json).runs()[:limit]
-    if json:
-        render.emit_json([render.run_dict(info) for info in infos])
-    else:
-        render.runs_table(infos)
+    """List runs from the index, newest first: id, status, start, duration, artifact count."""
+    from cas.index_rows import RunQuery
+
+    repo = _open(ctx, json=json or ndjson)
+    query = RunQuery(
+        check_status(status),
+        parse_when(since),
+        parse_when(until, end_of_day=True),
+        runbook,
+        artifact,
+        digest,
+        limit,
+        offset,
+    )
+    emit_runs(repo.list_runs(query), as_json=json, ndjson=ndjson)
 
 
 @app.command("inspect")
@@ -379,6 +409,9 @@ def explain(
         render.emit_json(found.to_dict())
     else:
         render.explanation(found)
+
+
+cli_export.register(app, _open, _resolve_run)  # cas diff, cas export
 
 
 def main() -> None:

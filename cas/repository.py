@@ -17,6 +17,7 @@ import orjson
 from cas.digest import CANONICAL_VERSION, DIGEST_ALGORITHM, Digest, is_digest_prefix
 from cas.errors import AmbiguousError, InvalidInputError, NotFoundError, RepositoryError
 from cas.ids import check_run_id, is_valid_id
+from cas.index_rows import RunQuery, RunRow, mark_pending
 from cas.model import ExecutionResult
 from cas.objects import Backend, open_backend
 from cas.payloads import PayloadStore
@@ -61,7 +62,16 @@ class Repository:
         self.objects = self.payloads.objects
         self.schemas = SchemaRegistry(backend, config.get("schema_packages", []))
         self.artifacts = BackendArtifactStore(backend, self.payloads, self.schemas)
-        self.executions = BackendExecutionStore(backend, before_save=self.artifacts.sync)
+        self.executions = BackendExecutionStore(backend, before_save=self._before_result)
+
+    def _before_result(self, run_id: str) -> None:
+        """Make the manifest durable, then mark the run for the index (see `cas.index`).
+
+        The mark goes before the result so a crash between the result and the index
+        leaves it behind: the next `RunIndex.sync` finds the run without a scan.
+        """
+        self.artifacts.sync(run_id)
+        mark_pending(self.backend, run_id)
 
     @property
     def url(self) -> str:
@@ -121,6 +131,16 @@ class Repository:
         return sorted(
             infos, key=lambda info: (_aware(info.started_at) or epoch, info.run_id), reverse=True
         )
+
+    def list_runs(self, query: RunQuery | None = None) -> list[RunRow]:
+        """Runs from the run index, newest first, filtered by `query` (see `cas.index`).
+
+        Runs still ``running`` are included (read from the stores through their
+        pending marks); a run folder without any saved result is not.
+        """
+        from cas.index import RunIndex
+
+        return RunIndex(self).runs(query)
 
     def resolve_run(self, text: str, exclude: str | None = None) -> str:
         """A run id from an exact id, a unique prefix, or ``latest``.

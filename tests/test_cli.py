@@ -188,10 +188,10 @@ def test_invalid_digest_prefix_exits_2(saved: Repository, repo_path: Path) -> No
 def test_unexpected_error_is_one_line_exit_1(
     saved: Repository, repo_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom(self: Repository) -> None:
+    def boom(self: Repository, query: object = None) -> None:
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(Repository, "runs", boom)
+    monkeypatch.setattr(Repository, "list_runs", boom)
     result = cas(repo_path, "runs")
     assert result.exit_code == 1
     assert result.stderr == (

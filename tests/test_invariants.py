@@ -877,6 +877,8 @@ class _TaggingBackend(RecordingBackend):
             return key.split("/", 1)[0]
         if name in (OWNER, RUNBOOK):
             return name
+        if key.startswith("index/"):
+            return "index"
         if name == RESULT:
             return f"result:{orjson.loads(data)['status']}"
         if key.startswith("cache/"):
@@ -906,8 +908,10 @@ def test_invariant_17_a_run_writes_in_order(tmp_path: Path) -> None:
     report = Executor(repo, plan(runbook, connectors(), processors())).run()
     assert report.result.status == "completed"
     tags = [tag for tag, _ in recorder.events]
-    assert [t for t in tags if t != "sync"][:3] == ["owner.json", "runbook.yaml", "result:running"]
-    assert tags[-3:] == ["sync", "result:completed", "delete"]  # I2, then the owner released
+    shown = [t for t in tags if t not in ("sync", "index")]
+    assert shown[:3] == ["owner.json", "runbook.yaml", "result:running"]
+    # I2, the index's pending mark, the final result, then the owner released
+    assert tags[-4:] == ["sync", "index", "result:completed", "delete"]
     assert recorder.events[-1][1] == run_key(report.run_id, OWNER)
     entries = repo.artifacts.entries(report.run_id)
     for artifact_id, entry in entries.items():

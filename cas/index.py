@@ -1,0 +1,512 @@
+"""The run index: Parquet tables of runs and artifacts, derived from the stores.
+
+Saving a result first drops a tiny mark in ``index/pending/`` (see
+`cas.index_rows.mark_pending`); the next `RunIndex.sync` (every listing calls it)
+folds the marked runs whose result is final into one small immutable file pair
+(``index/files/{name}.runs.parquet`` and ``.artifacts.parquet``, zstd) and names
+it in ``index/current.json``. Readers read that pointer, then exactly the files it
+names, so a writer that replaces the pointer atomically (compaction, rebuild)
+never shows a reader half of its work; old files are removed only after the new
+pointer is written, and a reader that meets a removed file re-reads the pointer
+once. Runs whose result is still ``running`` keep their mark and are listed from
+the stores. pyarrow is imported only here, and only when the index is used.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from cas.errors import NotFoundError
+from cas.ids import is_valid_id
+from cas.index_rows import (
+    ARTIFACT_FIELDS,
+    FILES,
+    PENDING,
+    POINTER,
+    CheckReport,
+    IndexLock,
+    Pointer,
+    RunQuery,
+    RunRow,
+    artifact_rows,
+    mark_pending,
+    pending_key,
+    prune,
+    renamed,
+    run_row,
+    tail,
+)
+from cas.model import ExecutionResult
+from cas.objects import LocalBackend, is_temp_name
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cas.repository import Repository
+
+RUNS_TABLE = "runs"
+ARTIFACTS_TABLE = "artifacts"
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+_DICTIONARY = ["status"]  # read as dictionary: counting statuses needs no strings
+
+
+def _pa() -> Any:
+    import pyarrow
+
+    return pyarrow
+
+
+def runs_schema() -> pa.Schema:
+    """Columns of the `runs` table."""
+    pa = _pa()
+    stamp = pa.timestamp("us", tz="UTC")
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("status", pa.string()),
+            ("runbook", pa.string()),
+            ("started_at", stamp),
+            ("ended_at", stamp),
+            ("duration_seconds", pa.float64()),
+            ("completed", pa.int32()),
+            ("failed", pa.int32()),
+            ("skipped", pa.int32()),
+            ("artifacts", pa.int32()),
+            ("tenant", pa.string()),
+        ]
+    )
+
+
+def artifacts_schema() -> pa.Schema:
+    """Columns of the `artifacts` table (``started_at`` is the run's, for sorting)."""
+    pa = _pa()
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("started_at", pa.timestamp("us", tz="UTC")),
+            ("artifact_id", pa.string()),
+            ("schema_name", pa.string()),
+            ("schema_version", pa.string()),
+            ("digest", pa.binary(32)),
+            ("size", pa.int64()),
+            ("outcome", pa.string()),
+            ("error_type", pa.string()),
+            ("cached_from", pa.string()),
+            ("duration_seconds", pa.float64()),
+        ]
+    )
+
+
+NEWEST_FIRST = [("started_at", "descending"), ("run_id", "descending")]
+
+
+def sort_runs(table: pa.Table) -> pa.Table:
+    """Newest first; ties by run id, descending."""
+    return table.sort_by(NEWEST_FIRST)
+
+
+def sort_artifacts(table: pa.Table) -> pa.Table:
+    """By digest (row-group statistics then find a digest), newest run first within one."""
+    return table.sort_by([("digest", "ascending"), *NEWEST_FIRST, ("artifact_id", "ascending")])
+
+
+def write_parquet(table: pa.Table, row_group_size: int) -> bytes:
+    """`table` as Parquet bytes: zstd, dictionaries, statistics for row-group pruning."""
+    pa = _pa()
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
+    return bytes(sink.getvalue())
+
+
+class RunIndex:
+    """The `runs` and `artifacts` tables of one repository: sync, query, compact, check."""
+
+    compact_after = 32  # live files that trigger an automatic (tail) compaction
+    runs_row_group = 16_384
+    artifacts_row_group = 131_072
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.backend = repo.backend
+
+    # writing -------------------------------------------------------------------------
+
+    def marks(self) -> list[str]:
+        """Runs marked pending, sorted."""
+        names = self.backend.children(PENDING)
+        return sorted(name for name in names if is_valid_id(name) and not is_temp_name(name))
+
+    def sync(self) -> list[str]:
+        """Fold every marked run whose result is final into a new segment; their ids."""
+        marks = self.marks()
+        if not any(self._final(run_id) for run_id in marks):
+            return []
+        with IndexLock(self.backend):
+            return self._fold(self.marks())
+
+    def _final(self, run_id: str) -> ExecutionResult | None:
+        try:
+            result = self.repo.executions.get(run_id)
+        except NotFoundError:
+            return None  # the mark is written just before the result: not there yet
+        return result if result.is_final else None
+
+    def _fold(self, marks: list[str]) -> list[str]:
+        finals = {run_id: r for run_id in marks if (r := self._final(run_id)) is not None}
+        if not finals:
+            return []
+        pointer = Pointer.read(self.backend)
+        again = self._indexed(pointer, set(finals))
+        entry = self._write_rows(list(finals.values()), pointer.generation + 1)
+        superseded = {**pointer.superseded, **dict.fromkeys(again, entry["name"])}
+        pointer = Pointer(pointer.generation + 1, [*pointer.files, entry], superseded)
+        self.backend.write(POINTER, pointer.to_bytes())
+        self.backend.delete(pending_key(run_id) for run_id in finals)
+        if len(pointer.files) > self.compact_after:
+            self._compact(pointer, full=False)
+        return sorted(finals)
+
+    def _write_rows(self, results: list[ExecutionResult], generation: int) -> dict[str, Any]:
+        pa = _pa()
+        runs, artifacts = [], []
+        for result in results:
+            entries = self.repo.artifacts.entries(result.run_id)
+            runs.append(asdict(run_row(result, entries)))
+            artifacts += artifact_rows(result, entries)
+        run_table = sort_runs(pa.Table.from_pylist(runs, schema=runs_schema()))
+        art_table = sort_artifacts(pa.Table.from_pylist(artifacts, schema=artifacts_schema()))
+        return self._write_file(run_table, art_table, generation)
+
+    def _write_file(self, runs: pa.Table, artifacts: pa.Table, generation: int) -> dict[str, Any]:
+        name = f"{generation:010d}-{secrets.token_hex(4)}"
+        self.backend.write(_key(name, RUNS_TABLE), write_parquet(runs, self.runs_row_group))
+        data = write_parquet(artifacts, self.artifacts_row_group)
+        self.backend.write(_key(name, ARTIFACTS_TABLE), data)
+        return {"name": name, "runs": runs.num_rows, "artifacts": artifacts.num_rows}
+
+    def compact(self, *, full: bool = True, drop: Iterable[str] = ()) -> int:
+        """Merge live files (all, or the small newest ones) into one; files merged."""
+        self.sync()
+        with IndexLock(self.backend):
+            return self._compact(Pointer.read(self.backend), full=full, drop=set(drop))
+
+    def _compact(self, pointer: Pointer, *, full: bool, drop: set[str] | None = None) -> int:
+        chosen = pointer.files if full else tail(pointer.files)
+        if len(chosen) < 2 and not drop and not (full and pointer.superseded):
+            return 0
+        names = [entry["name"] for entry in chosen]
+        runs = self._merged(pointer, names, RUNS_TABLE, drop or set())
+        artifacts = self._merged(pointer, names, ARTIFACTS_TABLE, drop or set())
+        entry = self._write_file(sort_runs(runs), sort_artifacts(artifacts), pointer.generation + 1)
+        kept = [item for item in pointer.files if item["name"] not in names]
+        superseded = {} if full else renamed(pointer.superseded, set(names), entry["name"])
+        self._commit(Pointer(pointer.generation + 1, [*kept, entry], superseded), names)
+        return len(names)
+
+    def _merged(self, pointer: Pointer, names: list[str], table: str, drop: set[str]) -> pa.Table:
+        pa = _pa()
+        pc = _pc()
+        pieces = []
+        for name in names:
+            data = self._parquet(name, table, plain=True).read()
+            keep = _current_mask(data, name, pointer.superseded)
+            if drop:
+                gone = pc.is_in(data["run_id"], value_set=pa.array(sorted(drop), pa.string()))
+                keep = _and(keep, pc.invert(gone))
+            pieces.append(_filtered(data, keep))
+        schema = runs_schema() if table == RUNS_TABLE else artifacts_schema()
+        return pa.concat_tables(pieces) if pieces else schema.empty_table()
+
+    def _commit(self, pointer: Pointer, removed: list[str]) -> None:
+        """Replace the pointer, then remove the files it no longer names."""
+        self.backend.write(POINTER, pointer.to_bytes())
+        self.backend.delete(_key(n, t) for n in removed for t in (RUNS_TABLE, ARTIFACTS_TABLE))
+
+    def rebuild(self) -> int:
+        """Recreate the index from the run folders; the number of runs indexed."""
+        with IndexLock(self.backend):
+            old = Pointer.read(self.backend)
+            finals: list[ExecutionResult] = []
+            running: list[ExecutionResult] = []
+            for run_id in self.repo.run_ids():
+                result = self._result(run_id)
+                if result is not None:
+                    (finals if result.is_final else running).append(result)
+            files = [self._write_rows(finals, old.generation + 1)] if finals else []
+            self._commit(Pointer(old.generation + 1, files, {}), old.names)
+            for result in running:
+                mark_pending(self.backend, result.run_id)
+            self.backend.delete(pending_key(result.run_id) for result in finals)
+            return len(finals)
+
+    def _result(self, run_id: str) -> ExecutionResult | None:
+        try:
+            return self.repo.executions.get(run_id)
+        except NotFoundError:
+            return None
+
+    def check(self, *, fix: bool = False) -> CheckReport:
+        """Compare the index with the run folders; with `fix`, index and drop what differs."""
+        actual = {}
+        for run_id in self.repo.run_ids():
+            result = self._result(run_id)
+            if result is not None and result.is_final:
+                actual[run_id] = run_row(result, self.repo.artifacts.entries(run_id))
+        indexed = {row.run_id: row for row in self._all_rows()}
+        report = CheckReport(indexed=len(indexed), pending=self.marks())
+        marked = set(report.pending)  # the next sync folds these: not a problem
+        report.unindexed = sorted(set(actual) - set(indexed) - marked)
+        changed = {i for i in set(actual) & set(indexed) if actual[i] != indexed[i]}
+        report.stale = sorted(changed - marked)
+        report.orphaned = sorted(set(indexed) - set(actual))
+        if fix and not (report.ok and not report.pending):
+            for run_id in report.unindexed + report.stale:
+                mark_pending(self.backend, run_id)
+            self.sync()
+            if report.orphaned:
+                self.compact(drop=report.orphaned)
+            report.fixed = True
+        return report
+
+    # reading -------------------------------------------------------------------------
+
+    def runs(self, query: RunQuery | None = None) -> list[RunRow]:
+        """Indexed runs plus running ones (from their marks), newest first, filtered."""
+        query = query or RunQuery()
+        self.sync()
+        need = None if query.limit is None else query.offset + query.limit
+        rows = [*self._indexed_rows(query, need), *self._running_rows(query)]
+        rows.sort(key=lambda row: (row.started_at or _EPOCH, row.run_id), reverse=True)
+        return rows[query.offset : need]
+
+    def count_by_status(self, query: RunQuery | None = None) -> dict[str, int]:
+        """How many runs (indexed, after `query`'s filters) have each status."""
+        pc = _pc()
+        counts: dict[str, int] = {}
+        self.sync()
+        for table in self._select(query or RunQuery(), None, ["status"]):
+            for item in pc.value_counts(table["status"]).to_pylist():
+                counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+        return dict(sorted(counts.items()))
+
+    def table(self, name: str) -> pa.Table:
+        """Every current row of the `runs` or `artifacts` table (for tests and exports)."""
+        self.sync()
+        pointer = Pointer.read(self.backend)
+        return self._merged(pointer, pointer.names, name, set())
+
+    def _indexed_rows(self, query: RunQuery, need: int | None) -> list[RunRow]:
+        rows = []
+        for table in self._select(query, need, None):
+            rows += [RunRow(**_row(item)) for item in table.to_pylist()]
+        return rows
+
+    def _all_rows(self) -> list[RunRow]:
+        return self._indexed_rows(RunQuery(), None)
+
+    def _running_rows(self, query: RunQuery) -> Iterator[RunRow]:
+        for run_id in self.marks():
+            result = self._result(run_id)
+            if result is None or result.is_final:
+                continue
+            entries = self.repo.artifacts.entries(run_id)
+            row = run_row(result, entries)
+            digests = {entry.digest.hex for entry in entries.values()}
+            holds = query.artifact is None or query.artifact in entries
+            if query.digest is not None:
+                holds = holds and any(d.startswith(query.digest) for d in digests)
+            if query.matches(row) and holds:
+                yield row
+
+    def _select(self, query: RunQuery, need: int | None, columns: list[str] | None) -> list[Any]:
+        """Per live file, the runs rows matching `query` (at most `need`, newest first)."""
+        for attempt in (1, 2):
+            pointer = Pointer.read(self.backend)
+            try:
+                scan = _Scan(pointer, query, self._holding(pointer, query), need, columns)
+                return [scan.file_rows(self._parquet(n, RUNS_TABLE), n) for n in pointer.names]
+            except NotFoundError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _holding(self, pointer: Pointer, query: RunQuery) -> pa.Array | None:
+        """Run ids holding the artifact or digest `query` asks for; None without such filter."""
+        if query.artifact is None and query.digest is None:
+            return None
+        pa = _pa()
+        pc = _pc()
+        found = []
+        superseded = pointer.superseded
+        for name in pointer.names:
+            file = self._parquet(name, ARTIFACTS_TABLE)
+            for group in range(file.num_row_groups):
+                if not _may_hold(file, group, query):
+                    continue
+                table = file.read_row_group(group, columns=["run_id", "artifact_id", "digest"])
+                mask = _and(_artifact_mask(table, query), _current_mask(table, name, superseded))
+                table = _filtered(table, mask)
+                found.append(table["run_id"].combine_chunks())
+        if not found:
+            return pa.array([], pa.string())
+        return pc.unique(pa.concat_arrays(found))
+
+    def _indexed(self, pointer: Pointer, run_ids: set[str]) -> set[str]:
+        """Which of `run_ids` already have rows in the live files."""
+        pa = _pa()
+        pc = _pc()
+        wanted = pa.array(sorted(run_ids), pa.string())
+        found: set[str] = set()
+        for name in pointer.names:
+            column = self._parquet(name, RUNS_TABLE).read(columns=["run_id"])["run_id"]
+            found.update(column.filter(pc.is_in(column, value_set=wanted)).to_pylist())
+        return found
+
+    def _parquet(self, name: str, table: str, *, plain: bool = False) -> pq.ParquetFile:
+        """One live file (a `NotFoundError` if it is gone); runs' status as a dictionary."""
+        import pyarrow.parquet as pq
+
+        dictionary = None if plain or table != RUNS_TABLE else _DICTIONARY
+        key = _key(name, table)
+        if isinstance(self.backend, LocalBackend):
+            try:
+                return pq.ParquetFile(
+                    f"{self.backend.url}/{key}", memory_map=True, read_dictionary=dictionary
+                )
+            except FileNotFoundError:
+                raise NotFoundError(f"index file {key} is gone") from None
+        data = _pa().BufferReader(self.backend.read(key))
+        return pq.ParquetFile(data, read_dictionary=dictionary)
+
+
+def _may_hold(file: pq.ParquetFile, group: int, query: RunQuery) -> bool:
+    """Whether a row group of an artifacts file can hold `query`'s digest (statistics)."""
+    bounds = query.digest_range()
+    column = file.schema_arrow.get_field_index("digest")
+    stats = file.metadata.row_group(group).column(column).statistics
+    if bounds is None or stats is None or not stats.has_min_max:
+        return True
+    return bool(stats.min <= bounds[1] and stats.max >= bounds[0])
+
+
+def _pc() -> Any:
+    import pyarrow.compute
+
+    return pyarrow.compute
+
+
+def _key(name: str, table: str) -> str:
+    return f"{FILES}/{name}.{table}.parquet"
+
+
+def _row(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: item[key] for key in RunRow.__slots__ if key in item}
+
+
+def _current_mask(table: pa.Table, name: str, superseded: dict[str, str]) -> pa.Array | None:
+    """Rows of file `name` not superseded by another file's rows for the same run."""
+    pa = _pa()
+    pc = _pc()
+    stale = sorted(run_id for run_id, owner in superseded.items() if owner != name)
+    if not stale:
+        return None
+    return pc.invert(pc.is_in(table["run_id"], value_set=pa.array(stale, pa.string())))
+
+
+def _and(left: pa.Array | None, right: pa.Array | None) -> pa.Array | None:
+    """Both masks (None is "every row"), nulls counted as False."""
+    if left is None or right is None:
+        return right if left is None else left
+    return _pc().and_(left, right)
+
+
+def _filtered(table: pa.Table, mask: pa.Array | None) -> pa.Table:
+    return table if mask is None else table.filter(_pc().fill_null(mask, False))
+
+
+def _artifact_mask(table: pa.Table, query: RunQuery) -> pa.Array | None:
+    pa = _pa()
+    pc = _pc()
+    mask = None
+    if query.artifact is not None:
+        mask = pc.equal(table["artifact_id"], query.artifact)
+    bounds = query.digest_range()
+    if bounds is not None:
+        low, high = (pa.scalar(bound, pa.binary(32)) for bound in bounds)
+        digests = table["digest"]
+        inside = pc.and_(pc.greater_equal(digests, low), pc.less_equal(digests, high))
+        mask = _and(mask, inside)
+    return mask
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """One query over the runs files of one pointer."""
+
+    pointer: Pointer
+    query: RunQuery
+    holding: pa.Array | None  # run ids passing the artifact/digest filter, if any
+    need: int | None  # rows wanted per file (offset + limit), None for all
+    columns: list[str] | None  # columns wanted (filter columns are added), None for all
+
+    def file_rows(self, file: pq.ParquetFile, name: str) -> pa.Table:
+        """Matching rows of one runs file, newest first, stopping once `need` are found."""
+        pa = _pa()
+        wanted = self.columns
+        if wanted is not None:
+            wanted = sorted({*wanted, *_filter_columns(self.query, self.pointer)})
+        pieces, found = [], 0
+        for group in range(file.num_row_groups):
+            skip, done = prune(file.metadata.row_group(group), file.schema_arrow, self.query)
+            if done:
+                break
+            if skip:
+                continue
+            table = file.read_row_group(group, columns=wanted)
+            table = _filtered(table, self.mask(table, name))
+            if self.need is not None:  # sorted newest first: the file's newest matches
+                table = table.slice(0, self.need - found)
+            pieces.append(table)
+            found += table.num_rows
+            if self.need is not None and found >= self.need:
+                break
+        if pieces:
+            return pa.concat_tables(pieces)
+        schema = file.schema_arrow
+        return (
+            schema if wanted is None else pa.schema([schema.field(c) for c in wanted])
+        ).empty_table()
+
+    def mask(self, table: pa.Table, name: str) -> pa.Array | None:
+        pc = _pc()
+        query = self.query
+        mask = _current_mask(table, name, self.pointer.superseded)
+        if query.status is not None:
+            mask = _and(mask, pc.equal(table["status"], query.status))
+        if query.runbook is not None:
+            mask = _and(mask, pc.equal(table["runbook"], query.runbook))
+        if query.since is not None:
+            mask = _and(mask, pc.greater_equal(table["started_at"], query.since))
+        if query.until is not None:
+            mask = _and(mask, pc.less(table["started_at"], query.until))
+        if self.holding is not None:
+            mask = _and(mask, pc.is_in(table["run_id"], value_set=self.holding))
+        return mask
+
+
+def _filter_columns(query: RunQuery, pointer: Pointer) -> list[str]:
+    columns = ["started_at"] if query.since or query.until else []
+    columns += ["status"] if query.status else []
+    columns += ["runbook"] if query.runbook else []
+    needs_id = pointer.superseded or query.artifact is not None or query.digest is not None
+    return [*columns, "run_id"] if needs_id else columns
+
+
+__all__ = ["ARTIFACT_FIELDS", "RunIndex", "RunQuery", "RunRow", "mark_pending"]

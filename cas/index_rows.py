@@ -1,0 +1,351 @@
+"""What the run index holds, in plain Python: rows, queries, the pointer and the lock.
+
+Nothing here imports pyarrow (`cas.index` does), so the save path can mark runs
+pending and a reader can build a query without paying for it. A run's rows come
+from its execution result (status, timing, outcomes) and its manifest (digests,
+sizes, schemas): one `runs` row and one `artifacts` row per artifact id that
+either mentions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cas.errors import ConflictError, InvalidInputError, NotFoundError
+from cas.ids import check_run_id
+from cas.model import ArtifactEntry, ExecutionResult
+from cas.objects import Backend, LocalBackend
+from cas.owner import current_owner, is_alive, read_owner
+
+INDEX = "index"
+POINTER = f"{INDEX}/current.json"
+PENDING = f"{INDEX}/pending"
+FILES = f"{INDEX}/files"
+LOCK = f"{INDEX}/lock"
+FORMAT = "cas-index/1"
+
+
+def pending_key(run_id: str) -> str:
+    """The mark saying "this run's result changed; fold it into the index"."""
+    return f"{PENDING}/{check_run_id(run_id)}"
+
+
+def mark_pending(backend: Backend, run_id: str) -> None:
+    """Record that `run_id` needs indexing: one tiny write, no pyarrow."""
+    backend.write(pending_key(run_id), b"")
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """`value` with UTC assumed when it carries no zone."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """One row of the `runs` table: a run as listings show it."""
+
+    run_id: str
+    status: str
+    runbook: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration_seconds: float | None
+    completed: int
+    failed: int
+    skipped: int
+    artifacts: int
+    tenant: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as ``cas runs --json`` prints it."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "runbook": self.runbook,
+            "started_at": None if self.started_at is None else self.started_at.isoformat(),
+            "ended_at": None if self.ended_at is None else self.ended_at.isoformat(),
+            "duration_seconds": self.duration_seconds,
+            "artifacts": self.artifacts,
+            "completed": self.completed,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "tenant": self.tenant,
+        }
+
+
+RUN_FIELDS: tuple[str, ...] = tuple(RunRow.__slots__)
+ARTIFACT_FIELDS: tuple[str, ...] = (
+    "run_id",
+    "started_at",
+    "artifact_id",
+    "schema_name",
+    "schema_version",
+    "digest",
+    "size",
+    "outcome",
+    "error_type",
+    "cached_from",
+    "duration_seconds",
+)
+
+
+def run_row(result: ExecutionResult, entries: dict[str, ArtifactEntry]) -> RunRow:
+    """The `runs` row of a run (`artifacts` counts manifest entries, as listings always did)."""
+    counts = result.counts()
+    return RunRow(
+        run_id=result.run_id,
+        status=result.status,
+        runbook=result.runbook,
+        started_at=aware(result.started_at),
+        ended_at=aware(result.ended_at),
+        duration_seconds=result.duration_seconds,
+        completed=counts["completed"],
+        failed=counts["failed"],
+        skipped=counts["skipped"],
+        artifacts=len(entries),
+    )
+
+
+def artifact_rows(
+    result: ExecutionResult, entries: dict[str, ArtifactEntry]
+) -> list[dict[str, Any]]:
+    """The `artifacts` rows of a run: every id the manifest or the result names.
+
+    ``outcome`` is the result's outcome, or ``saved`` for an entry the result does
+    not mention; ``digest`` is the 32 raw bytes, None for an artifact never saved.
+    """
+    rows = []
+    for artifact_id in sorted(set(entries) | set(result.artifacts)):
+        entry = entries.get(artifact_id)
+        outcome = result.artifacts.get(artifact_id)
+        schema = entry.schema if entry else None
+        rows.append(
+            {
+                "run_id": result.run_id,
+                "started_at": aware(result.started_at),
+                "artifact_id": artifact_id,
+                "schema_name": schema.name if schema else None,
+                "schema_version": schema.version if schema else None,
+                "digest": bytes.fromhex(entry.digest.hex) if entry else None,
+                "size": entry.size if entry else None,
+                "outcome": outcome.status if outcome else "saved",
+                "error_type": outcome.error_type if outcome else None,
+                "cached_from": outcome.cached_from if outcome else None,
+                "duration_seconds": outcome.duration_seconds if outcome else None,
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Filters of `Repository.list_runs`; every one given must hold. Newest first."""
+
+    status: str | None = None
+    since: datetime | None = None  # started at or after
+    until: datetime | None = None  # started before
+    runbook: str | None = None
+    artifact: str | None = None  # runs holding this artifact id
+    digest: str | None = None  # runs holding an artifact whose digest starts with this
+    limit: int | None = None
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "since", aware(self.since))
+        object.__setattr__(self, "until", aware(self.until))
+        if self.digest is not None:
+            text = self.digest.lower()
+            if not 1 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
+                raise InvalidInputError(
+                    f"invalid digest prefix {self.digest[:80]!r}: expected 1-64 hex characters"
+                )
+            object.__setattr__(self, "digest", text)
+        if self.offset < 0 or (self.limit is not None and self.limit < 0):
+            raise InvalidInputError("invalid --limit/--offset: expected numbers ≥ 0")
+
+    def digest_range(self) -> tuple[bytes, bytes] | None:
+        """Lowest and highest 32-byte digest with the prefix, or None without one."""
+        if self.digest is None:
+            return None
+        return bytes.fromhex(self.digest.ljust(64, "0")), bytes.fromhex(self.digest.ljust(64, "f"))
+
+    def matches(self, row: RunRow) -> bool:
+        """Whether `row` passes the run-level filters (artifact and digest aside)."""
+        started = row.started_at
+        return (
+            (self.status is None or row.status == self.status)
+            and (self.runbook is None or row.runbook == self.runbook)
+            and (self.since is None or (started is not None and started >= self.since))
+            and (self.until is None or (started is not None and started < self.until))
+        )
+
+
+@dataclass
+class Pointer:
+    """``index/current.json``: the live files, oldest first, and which rows they supersede.
+
+    `superseded` maps a run id indexed more than once (a resumed run) to the file
+    whose rows are current; readers drop that run's rows from every other file.
+    """
+
+    generation: int = 0
+    files: list[dict[str, Any]] = field(default_factory=list)  # {name, runs, artifacts}
+    superseded: dict[str, str] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        body = {
+            "format": FORMAT,
+            "generation": self.generation,
+            "files": self.files,
+            "superseded": self.superseded,
+        }
+        return orjson.dumps(body, option=orjson.OPT_INDENT_2)
+
+    @classmethod
+    def read(cls, backend: Backend) -> Pointer:
+        """The live pointer; an empty one when the index was never written."""
+        try:
+            data = orjson.loads(backend.read(POINTER))
+        except NotFoundError:
+            return cls()
+        if data.get("format") != FORMAT:
+            raise InvalidInputError(f"{POINTER} has format {data.get('format')!r}, not {FORMAT}")
+        return cls(data["generation"], data["files"], data.get("superseded", {}))
+
+    @property
+    def names(self) -> list[str]:
+        return [entry["name"] for entry in self.files]
+
+
+class IndexLock:
+    """One index writer at a time: ``index/lock``, created exclusively, holding an owner record.
+
+    A lock whose owner process is dead (see `cas.owner`) is broken. Local folders
+    get a true O_EXCL create; other backends (memory, S3) get a check-then-write,
+    which is exclusive within one process only (S3 conditional writes are future work).
+    """
+
+    timeout = 30.0
+    poll = 0.02
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def __enter__(self) -> IndexLock:
+        deadline = time.monotonic() + self.timeout
+        while not self._try_create():
+            owner = read_owner(self.backend, LOCK)
+            if owner is not None and not is_alive(owner):
+                self.backend.delete([LOCK])
+                continue
+            if time.monotonic() > deadline:
+                raise ConflictError(f"the index of {self.backend.url} is locked by {owner}")
+            time.sleep(self.poll)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.backend.delete([LOCK])
+
+    def _try_create(self) -> bool:
+        record = orjson.dumps({**current_owner(), "thread": _thread_id()})
+        if isinstance(self.backend, LocalBackend):
+            path = f"{self.backend.url}/{LOCK}"
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with contextlib.closing(os.fdopen(fd, "wb")) as file:
+                file.write(record)
+            return True
+        with _PROCESS_LOCK:
+            if self.backend.exists(LOCK):
+                return False
+            self.backend.write(LOCK, record)
+            return True
+
+
+def _thread_id() -> int:
+    return threading.get_ident()
+
+
+_PROCESS_LOCK = threading.Lock()
+
+
+@dataclass
+class CheckReport:
+    """What `RunIndex.check` found, and whether it fixed it."""
+
+    unindexed: list[str] = field(default_factory=list)  # final result, no rows
+    stale: list[str] = field(default_factory=list)  # rows differ from the result
+    orphaned: list[str] = field(default_factory=list)  # rows, but no final result any more
+    pending: list[str] = field(default_factory=list)  # marked, not yet folded
+    indexed: int = 0
+    fixed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not (self.unindexed or self.stale or self.orphaned)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "indexed": self.indexed,
+            "unindexed": self.unindexed,
+            "stale": self.stale,
+            "orphaned": self.orphaned,
+            "pending": self.pending,
+            "fixed": self.fixed,
+        }
+
+
+def tail(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest files to merge: each older one joins while it is no bigger than the rest.
+
+    Like a binary counter, a row is rewritten O(log n) times over the life of the index.
+    """
+    chosen = files[-1:]
+    total = sum(entry["runs"] for entry in chosen)
+    for entry in reversed(files[:-1]):
+        if entry["runs"] > total:
+            break
+        chosen.insert(0, entry)
+        total += entry["runs"]
+    return chosen
+
+
+def renamed(superseded: dict[str, str], merged: set[str], name: str) -> dict[str, str]:
+    return {run_id: name if owner in merged else owner for run_id, owner in superseded.items()}
+
+
+def prune(group: Any, schema: Any, query: RunQuery) -> tuple[bool, bool]:
+    """(skip this row group, skip every later one) from its ``started_at`` statistics.
+
+    Files are sorted newest first, so a group ending before `since` ends the scan.
+    """
+    if query.since is None and query.until is None:
+        return False, False
+    stats = group.column(schema.get_field_index("started_at")).statistics
+    if stats is None or not stats.has_min_max:
+        return False, False
+    low, high = aware_stat(stats.min), aware_stat(stats.max)
+    if query.since is not None and high < query.since:
+        return True, True
+    return query.until is not None and low >= query.until, False
+
+
+def aware_stat(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(int(value) / 1e6, UTC)

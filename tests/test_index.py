@@ -1,0 +1,347 @@
+"""The run index: rows match the stores, crash recovery, compaction, filters, rebuild.
+
+Every test runs on a local folder and on fsspec memory (S3 later).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from cas.cli import app
+from cas.index import ARTIFACTS_TABLE, RUNS_TABLE, RunIndex
+from cas.index_rows import LOCK, POINTER, Pointer, RunQuery, pending_key
+from cas.model import ArtifactOutcome, ExecutionResult, Message, RunStatus, SchemaRef
+from cas.objects import LocalBackend
+from cas.owner import current_owner
+from cas.repository import Repository
+from cas.testing.store_tests import memory_backend
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["local", "memory"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
+    if request.param == "local":
+        yield Repository.init(str(tmp_path / "repo"), fsync=False)
+        return
+    with memory_backend() as backend:
+        yield Repository.init(backend.url)
+
+
+def save(
+    repo: Repository,
+    number: int,
+    status: RunStatus = "completed",
+    *,
+    runbook: str = "scan",
+    content: int | None = None,
+) -> str:
+    """Run `number`: two saved artifacts (``b`` shared by all runs), outcomes, the result."""
+    run_id = f"run-{number:04d}"
+    started = T0 + timedelta(hours=number)
+    for artifact_id, value in (("a", number if content is None else content), ("b", 0)):
+        message = Message(id=artifact_id, content={"v": value}, schema=SchemaRef("s", "1.0.0"))
+        repo.artifacts.save(run_id, artifact_id, message)
+    outcomes = {
+        "a": ArtifactOutcome("completed", duration_seconds=0.5),
+        "b": ArtifactOutcome("completed", cached_from="run-0000"),
+        "c": ArtifactOutcome("failed", error_type="ValueError")
+        if status == "failed"
+        else ArtifactOutcome("skipped", reason="r"),
+    }
+    ended = started + timedelta(seconds=3)
+    result = ExecutionResult(run_id, status, started, runbook, ended, 3.0, outcomes)
+    repo.executions.save(run_id, result)
+    return run_id
+
+
+def ids(rows: Any) -> list[str]:
+    return [row.run_id for row in rows]
+
+
+def expected_runs(repo: Repository) -> list[str]:
+    """Runs with a final result, newest first, straight from the stores."""
+    results = [repo.executions.get(run_id) for run_id in repo.executions.list_runs()]
+    final = [r for r in results if r.is_final]
+    return [r.run_id for r in sorted(final, key=lambda r: (r.started_at, r.run_id), reverse=True)]
+
+
+# rows match the stores ------------------------------------------------------------------
+
+
+def test_rows_match_the_stores(repo: Repository) -> None:
+    for number in range(6):
+        save(repo, number, "failed" if number % 3 == 0 else "completed")
+    rows = repo.list_runs()
+    assert ids(rows) == expected_runs(repo)
+    for row in rows:
+        result = repo.executions.get(row.run_id)
+        assert row.status == result.status
+        assert row.started_at == result.started_at
+        assert row.ended_at == result.ended_at
+        assert row.duration_seconds == result.duration_seconds
+        assert (row.completed, row.failed, row.skipped) == tuple(result.counts().values())
+        assert row.artifacts == len(repo.artifacts.entries(row.run_id))
+    artifacts = RunIndex(repo).table(ARTIFACTS_TABLE).to_pylist()
+    assert len(artifacts) == 6 * 3
+    for item in artifacts:
+        entry = repo.artifacts.entries(item["run_id"]).get(item["artifact_id"])
+        outcome = repo.executions.get(item["run_id"]).artifacts[item["artifact_id"]]
+        assert item["digest"] == (bytes.fromhex(entry.digest.hex) if entry else None)
+        assert item["size"] == (entry.size if entry else None)
+        assert item["outcome"] == outcome.status
+        assert item["error_type"] == outcome.error_type
+        assert item["cached_from"] == outcome.cached_from
+
+
+def test_running_runs_are_listed_then_indexed_when_final(repo: Repository) -> None:
+    save(repo, 1)
+    running = ExecutionResult("run-0002", "running", T0 + timedelta(hours=2))
+    repo.executions.save("run-0002", running)
+    rows = repo.list_runs()
+    assert [(r.run_id, r.status) for r in rows] == [
+        ("run-0002", "running"),
+        ("run-0001", "completed"),
+    ]
+    assert repo.backend.exists(pending_key("run-0002"))  # kept until the result is final
+    save(repo, 2)
+    assert (repo.list_runs()[0].run_id, repo.list_runs()[0].status) == ("run-0002", "completed")
+    assert not repo.backend.exists(pending_key("run-0002"))
+
+
+def test_a_resumed_run_replaces_its_rows(repo: Repository) -> None:
+    save(repo, 1, "failed")
+    save(repo, 2)
+    repo.list_runs()
+    save(repo, 1, "completed")  # resumed and finished
+    assert [(r.run_id, r.status) for r in repo.list_runs()] == [
+        ("run-0002", "completed"),
+        ("run-0001", "completed"),
+    ]
+    assert RunIndex(repo).count_by_status() == {"completed": 2}
+    assert len(RunIndex(repo).table(ARTIFACTS_TABLE)) == 6
+    RunIndex(repo).compact()
+    assert Pointer.read(repo.backend).superseded == {}
+    assert RunIndex(repo).count_by_status() == {"completed": 2}
+
+
+# crashes and consistency ------------------------------------------------------------------
+
+
+def test_crash_between_result_and_index_is_found_by_the_next_sync(repo: Repository) -> None:
+    save(repo, 1)
+    # The mark is written before the result: a crash after the result leaves it behind.
+    assert repo.backend.exists(pending_key("run-0001"))
+    assert ids(repo.list_runs()) == ["run-0001"]
+
+
+def test_crash_that_lost_the_mark_is_found_by_check_and_fixed(repo: Repository) -> None:
+    save(repo, 1)
+    repo.list_runs()
+    save(repo, 2)
+    repo.backend.delete([pending_key("run-0002")])  # as if the process died before marking
+    index = RunIndex(repo)
+    assert ids(repo.list_runs()) == ["run-0001"]
+    report = index.check()
+    assert (report.unindexed, report.ok, report.fixed) == (["run-0002"], False, False)
+    assert index.check(fix=True).fixed
+    assert ids(repo.list_runs()) == ["run-0002", "run-0001"]
+    assert index.check().ok
+
+
+def test_check_finds_stale_and_orphaned_rows(repo: Repository) -> None:
+    save(repo, 1)
+    save(repo, 2)
+    repo.list_runs()
+    key = "runs/run-0002/execution_result.json"
+    repo.backend.delete([key])
+    result = repo.executions.get("run-0001")
+    changed = ExecutionResult("run-0001", "partial", result.started_at, "scan", result.ended_at)
+    repo.backend.write("runs/run-0001/execution_result.json", _sealed(changed))
+    report = RunIndex(repo).check(fix=True)
+    assert (report.stale, report.orphaned) == (["run-0001"], ["run-0002"])
+    assert [(r.run_id, r.status) for r in repo.list_runs()] == [("run-0001", "partial")]
+    assert RunIndex(repo).check().ok
+
+
+def _sealed(result: ExecutionResult) -> bytes:
+    from cas.digest import seal
+
+    return seal(result.to_dict())
+
+
+def test_rebuild_equals_incremental(repo: Repository) -> None:
+    for number in range(8):
+        save(repo, number, "failed" if number % 2 else "completed")
+        if number % 3 == 0:
+            repo.list_runs()
+    index = RunIndex(repo)
+    before = (repo.list_runs(), index.table(ARTIFACTS_TABLE).sort_by("run_id").to_pylist())
+    assert index.rebuild() == 8
+    after = (repo.list_runs(), index.table(ARTIFACTS_TABLE).sort_by("run_id").to_pylist())
+    assert after == before
+    assert len(Pointer.read(repo.backend).files) == 1
+
+
+def test_a_stale_lock_of_a_dead_process_is_broken(repo: Repository) -> None:
+    dead = {**current_owner(), "pid": 2**22 + 12345, "start": "0"}
+    repo.backend.write(LOCK, json.dumps(dead).encode())
+    save(repo, 1)
+    assert ids(repo.list_runs()) == ["run-0001"]
+    assert not repo.backend.exists(LOCK)
+
+
+# compaction ------------------------------------------------------------------------------
+
+
+def test_small_segments_are_compacted_automatically(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RunIndex, "compact_after", 4)
+    for number in range(20):
+        save(repo, number)
+        repo.list_runs(RunQuery(limit=1))
+    assert len(Pointer.read(repo.backend).files) <= 5
+    assert ids(repo.list_runs()) == expected_runs(repo)
+    files = list(repo.backend.list("index/files"))
+    assert len(files) == 2 * len(Pointer.read(repo.backend).files)  # old files removed
+
+
+def test_compaction_under_a_concurrent_reader(repo: Repository) -> None:
+    for number in range(12):
+        save(repo, number)
+        repo.list_runs()
+    expected = expected_runs(repo)
+    stop = threading.Event()
+    seen: list[list[str]] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.append(ids(RunIndex(repo).runs()))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        index = RunIndex(repo)
+        for _ in range(15):
+            index.rebuild()
+            index.compact()
+    finally:
+        stop.set()
+        thread.join()
+    assert seen
+    assert all(listing == expected for listing in seen)
+
+
+# filters -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def history(repo: Repository) -> Repository:
+    for number in range(10):
+        status: RunStatus = "failed" if number % 3 == 0 else "completed"
+        save(repo, number, status, runbook="nightly" if number % 2 else "scan", content=number % 4)
+    return repo
+
+
+def test_every_filter_through_the_library(history: Repository) -> None:
+    def listed(**filters: Any) -> list[int]:
+        return [int(r.run_id[4:]) for r in history.list_runs(RunQuery(**filters))]
+
+    assert listed() == list(range(9, -1, -1))
+    assert listed(status="failed") == [9, 6, 3, 0]
+    assert listed(runbook="nightly") == [9, 7, 5, 3, 1]
+    assert listed(since=T0 + timedelta(hours=7)) == [9, 8, 7]
+    assert listed(until=T0 + timedelta(hours=2)) == [1, 0]
+    assert listed(
+        status="failed", since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=7)
+    ) == [6, 3]
+    assert listed(limit=3) == [9, 8, 7]
+    assert listed(limit=3, offset=2) == [7, 6, 5]
+    assert listed(artifact="a") == list(range(9, -1, -1))
+    assert listed(artifact="nope") == []
+    digest = history.artifacts.entry("run-0005", "a").digest.hex  # content 1: runs 1, 5, 9
+    assert listed(digest=digest[:8]) == [9, 5, 1]
+    assert listed(digest=digest, status="failed") == [9]
+    assert RunIndex(history).count_by_status() == {"completed": 6, "failed": 4}
+
+
+def cas(repo: Repository, *args: str) -> Result:
+    return CliRunner().invoke(app, ["--repo", repo.url, *args])
+
+
+def test_every_filter_through_the_cli(history: Repository) -> None:
+    def listed(*args: str) -> list[int]:
+        result = cas(history, "runs", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return [int(row["run_id"][4:]) for row in json.loads(result.stdout)]
+
+    digest = history.artifacts.entry("run-0005", "a").digest.hex
+    assert listed("--status", "failed") == [9, 6, 3, 0]
+    assert listed("--runbook", "scan", "--limit", "2") == [8, 6]
+    assert listed("--since", "2026-03-01T07:00:00") == [9, 8, 7]
+    assert listed("--until", "2026-03-01T02:00:00Z") == [1, 0]
+    assert listed("--until", "2026-03-01") == list(range(9, -1, -1))  # the whole day
+    assert listed("--offset", "8") == [1, 0]
+    assert listed("--artifact", "c") == list(range(9, -1, -1))
+    assert listed("--digest", digest[:10]) == [9, 5, 1]
+    lines = cas(history, "runs", "--ndjson", "-n", "2").stdout.splitlines()
+    assert [json.loads(line)["run_id"] for line in lines] == ["run-0009", "run-0008"]
+    table = [
+        line.strip("┃│ ").split() for line in cas(history, "runs", "-n", "1").stdout.splitlines()
+    ]
+    assert ["run", "┃", "status", "┃", "started", "┃", "duration", "┃", "artifacts"] in table
+    assert [
+        "run-0009",
+        "│",
+        "failed",
+        "│",
+        "2026-03-01",
+        "09:00:00Z",
+        "│",
+        "3.00",
+        "s",
+        "│",
+        "2",
+    ] in table
+
+
+def test_cli_refuses_bad_filters(history: Repository) -> None:
+    result = cas(history, "runs", "--status", "done")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("cas: error: invalid status 'done'")
+    assert cas(history, "runs", "--since", "yesterday").exit_code == 2
+    assert cas(history, "runs", "--digest", "xyz").exit_code == 2
+
+
+def test_index_commands(history: Repository) -> None:
+    assert cas(history, "index", "check").stdout == "index holds 0 runs, 10 pending: OK\n"
+    assert cas(history, "runs").exit_code == 0
+    assert cas(history, "index", "check").stdout == "index holds 10 runs, 0 pending: OK\n"
+    assert cas(history, "index", "rebuild").stdout == "indexed 10 runs\n"
+    history.backend.delete([POINTER])
+    result = cas(history, "index", "check", "--json")
+    assert result.exit_code == 4
+    assert len(json.loads(result.stdout)["unindexed"]) == 10
+    assert cas(history, "index", "check", "--fix").exit_code == 0
+    assert cas(history, "index", "compact").exit_code == 0
+    assert cas(history, "index", "check").exit_code == 0
+
+
+def test_tables_are_plain_parquet_files(history: Repository) -> None:
+    if not isinstance(history.backend, LocalBackend):
+        pytest.skip("reads the files from disk")
+    import pyarrow.parquet as pq
+
+    RunIndex(history).compact()
+    name = Pointer.read(history.backend).names[0]
+    path = Path(history.url) / "index" / "files" / f"{name}.{RUNS_TABLE}.parquet"
+    assert pq.read_table(path).num_rows == 10
