@@ -78,12 +78,23 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # typer's own signals: --help, usage errors, Ctrl-C
+        except BrokenPipeError:
+            # The reader went away (`cas export … | head`): stop quietly, as `cat` does.
+            _silence_stdout()
+            raise typer.Exit(0) from None
         except Exception as error:
             if os.environ.get("CAS_DEBUG"):
                 raise
             state = ctx.obj if isinstance(ctx.obj, _State) else _State()
             _report(error, as_json=state.json)
             raise typer.Exit(exit_code(error)) from None
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout again at exit and would complain about the closed pipe.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _report(error: BaseException, *, as_json: bool) -> None:

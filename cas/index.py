@@ -14,6 +14,7 @@ the stores. pyarrow is imported only here, and only when the index is used.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -318,6 +319,8 @@ class RunIndex:
                 continue
             entries = self.repo.artifacts.entries(run_id)
             row = run_row(result, entries)
+            if self.repo.is_abandoned(result):
+                row = dataclasses.replace(row, status="interrupted")
             digests = {entry.digest.hex for entry in entries.values()}
             holds = query.artifact is None or query.artifact in entries
             if query.digest is not None:

@@ -20,9 +20,10 @@ from cas.ids import check_run_id, is_valid_id
 from cas.index_rows import RunQuery, RunRow, mark_pending
 from cas.model import ExecutionResult
 from cas.objects import Backend, open_backend
+from cas.owner import OWNER, is_alive, read_owner
 from cas.payloads import PayloadStore
 from cas.schemas import SchemaRegistry
-from cas.stores import RUNS, BackendArtifactStore, BackendExecutionStore
+from cas.stores import RUNS, BackendArtifactStore, BackendExecutionStore, run_key
 
 DEFAULT_LOCATION = ".waivern"
 FORMAT = "cas-repository/1"
@@ -42,10 +43,14 @@ class RunInfo:
     run_id: str
     result: ExecutionResult | None
     artifact_count: int
+    abandoned: bool = False  # `running`, but no live executor owns it
 
     @property
     def status(self) -> str:
-        return self.result.status if self.result else "no-result"
+        """The result's status; a `running` run whose executor died shows `interrupted`."""
+        if self.result is None:
+            return "no-result"
+        return "interrupted" if self.abandoned else self.result.status
 
     @property
     def started_at(self) -> datetime | None:
@@ -122,7 +127,20 @@ class Repository:
         except NotFoundError:
             result = None
         count = len(self.artifacts.entries(run_id))
-        return RunInfo(run_id, result, count)
+        abandoned = result is not None and self.is_abandoned(result)
+        return RunInfo(run_id, result, count, abandoned)
+
+    def is_abandoned(self, result: ExecutionResult) -> bool:
+        """Whether a `running` result's executor is gone (no owner record, or a dead one).
+
+        The executor writes its owner record before the `running` result and removes
+        it only after the final one, so a running result without a live owner was
+        left by a crash: listings show it as `interrupted`, and it can be resumed.
+        """
+        if result.status != "running":
+            return False
+        owner = read_owner(self.backend, run_key(result.run_id, OWNER))
+        return owner is None or not is_alive(owner)
 
     def runs(self) -> list[RunInfo]:
         """Every run, newest first (runs without a result last)."""

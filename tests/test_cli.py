@@ -561,3 +561,21 @@ def test_stats_separates_dedup_chunking_and_compression(tmp_path: Path) -> None:
     assert totals["dedup_ratio"] == 1.0  # two different payloads
     assert totals["chunk_dedup_ratio"] > 1.5  # ... that share most of their chunks
     assert totals["stored_bytes"] < totals["chunk_bytes"] < totals["chunked_bytes"]
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path: Path) -> None:
+    repo = Repository.init(str(tmp_path / "repo"))
+    repo.artifacts.save("r1", "big", Message(id="big", content={"x": ["y" * 100] * 20000}))
+    digest = repo.artifacts.entry("r1", "big").digest.hex
+    env = {key: value for key, value in os.environ.items() if key != "CAS_DEBUG"}
+    done = subprocess.run(
+        f"cas --repo {tmp_path / 'repo'} cat {digest} | head -c 5",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        executable="/bin/bash",
+    )
+    assert done.stdout == '{"con'
+    assert done.stderr == ""

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -20,8 +21,9 @@ from cas.index import ARTIFACTS_TABLE, RUNS_TABLE, RunIndex
 from cas.index_rows import LOCK, POINTER, Pointer, RunQuery, pending_key
 from cas.model import ArtifactOutcome, ExecutionResult, Message, RunStatus, SchemaRef
 from cas.objects import LocalBackend
-from cas.owner import current_owner
+from cas.owner import OWNER, current_owner
 from cas.repository import Repository
+from cas.stores import run_key
 from cas.testing.store_tests import memory_backend
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -105,6 +107,8 @@ def test_rows_match_the_stores(repo: Repository) -> None:
 def test_running_runs_are_listed_then_indexed_when_final(repo: Repository) -> None:
     save(repo, 1)
     running = ExecutionResult("run-0002", "running", T0 + timedelta(hours=2))
+    # A live executor (this process) owns it; without one it would list as interrupted.
+    repo.backend.write(run_key("run-0002", OWNER), orjson.dumps(current_owner()))
     repo.executions.save("run-0002", running)
     rows = repo.list_runs()
     assert [(r.run_id, r.status) for r in rows] == [
@@ -345,3 +349,14 @@ def test_tables_are_plain_parquet_files(history: Repository) -> None:
     name = Pointer.read(history.backend).names[0]
     path = Path(history.url) / "index" / "files" / f"{name}.{RUNS_TABLE}.parquet"
     assert pq.read_table(path).num_rows == 10
+
+
+def test_a_running_run_whose_executor_died_lists_as_interrupted(tmp_path: Path) -> None:
+    repo = Repository.init(str(tmp_path / "repo"))
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    for run_id in ("alive", "dead"):
+        repo.executions.save(run_id, ExecutionResult(run_id, "running", started))
+    repo.backend.write(run_key("alive", OWNER), orjson.dumps(current_owner()))
+    statuses = {row.run_id: row.status for row in repo.list_runs()}
+    assert statuses == {"alive": "running", "dead": "interrupted"}
+    assert {info.run_id: info.status for info in repo.runs()} == statuses
