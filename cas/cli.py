@@ -19,7 +19,7 @@ import orjson
 import typer
 from typer.core import TyperGroup
 
-from cas import cli_export
+from cas import cli_export, cli_query
 from cas import cli_render as render
 from cas.cli_index import check_status, emit_runs, index_app, parse_when
 from cas.errors import (
@@ -423,6 +423,7 @@ def explain(
 
 
 cli_export.register(app, _open, _resolve_run)  # cas diff, cas export
+cli_query.register(app, _open)  # cas query
 
 
 def main() -> None:

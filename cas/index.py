@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cas.errors import NotFoundError
@@ -26,6 +27,7 @@ from cas.ids import is_valid_id
 from cas.index_rows import (
     ARTIFACT_FIELDS,
     FILES,
+    FOOTERS,
     PENDING,
     POINTER,
     CheckReport,
@@ -34,6 +36,9 @@ from cas.index_rows import (
     RunQuery,
     RunRow,
     artifact_rows,
+    digest_groups,
+    group_bounds,
+    holds_time,
     mark_pending,
     pending_key,
     prune,
@@ -116,13 +121,27 @@ def sort_artifacts(table: pa.Table) -> pa.Table:
     return table.sort_by([("digest", "ascending"), *NEWEST_FIRST, ("artifact_id", "ascending")])
 
 
-def write_parquet(table: pa.Table, row_group_size: int) -> bytes:
+# The artifacts table has many small row groups (a digest lookup reads one of them), so
+# its footer keeps statistics only where a reader prunes with them: the others are
+# unsorted there, and their min/max would only make every open slower.
+ARTIFACT_STATISTICS = ["digest", "started_at"]
+
+
+def write_parquet(
+    table: pa.Table, row_group_size: int, statistics: bool | list[str] = True
+) -> bytes:
     """`table` as Parquet bytes: zstd, dictionaries, statistics for row-group pruning."""
     pa = _pa()
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        row_group_size=row_group_size,
+        write_statistics=statistics,
+    )
     return bytes(sink.getvalue())
 
 
@@ -130,8 +149,8 @@ class RunIndex:
     """The `runs` and `artifacts` tables of one repository: sync, query, compact, check."""
 
     compact_after = 32  # live files that trigger an automatic (tail) compaction
-    runs_row_group = 16_384
-    artifacts_row_group = 131_072
+    runs_row_group = 8_192  # the newest 50 read one group per file
+    artifacts_row_group = 16_384  # a digest lookup reads about one group per file
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
@@ -188,7 +207,7 @@ class RunIndex:
     def _write_file(self, runs: pa.Table, artifacts: pa.Table, generation: int) -> dict[str, Any]:
         name = f"{generation:010d}-{secrets.token_hex(4)}"
         self.backend.write(_key(name, RUNS_TABLE), write_parquet(runs, self.runs_row_group))
-        data = write_parquet(artifacts, self.artifacts_row_group)
+        data = write_parquet(artifacts, self.artifacts_row_group, ARTIFACT_STATISTICS)
         self.backend.write(_key(name, ARTIFACTS_TABLE), data)
         return {"name": name, "runs": runs.num_rows, "artifacts": artifacts.num_rows}
 
@@ -333,33 +352,49 @@ class RunIndex:
         for attempt in (1, 2):
             pointer = Pointer.read(self.backend)
             try:
-                scan = _Scan(pointer, query, self._holding(pointer, query), need, columns)
+                holding, times = self._holding(pointer, query)
+                scan = _Scan(pointer, query, holding, times, need, columns)
                 return [scan.file_rows(self._parquet(n, RUNS_TABLE), n) for n in pointer.names]
             except NotFoundError:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _holding(self, pointer: Pointer, query: RunQuery) -> pa.Array | None:
-        """Run ids holding the artifact or digest `query` asks for; None without such filter."""
+    def _holding(
+        self, pointer: Pointer, query: RunQuery
+    ) -> tuple[pa.Array | None, list[int] | None]:
+        """Run ids holding the artifact or digest `query` asks for, and their start times.
+
+        (None, None) without such a filter. The times (microseconds, sorted) let the
+        runs scan read only the row groups whose ``started_at`` range holds one: a
+        run's artifacts rows carry its start, written from the same result as its runs
+        row. None when some start is unknown (then every group is read).
+        """
         if query.artifact is None and query.digest is None:
-            return None
+            return None, None
         pa = _pa()
         pc = _pc()
+        columns = ["run_id", "started_at", "digest"]
+        columns += ["artifact_id"] if query.artifact is not None else []
         found = []
         superseded = pointer.superseded
         for name in pointer.names:
             file = self._parquet(name, ARTIFACTS_TABLE)
-            for group in range(file.num_row_groups):
-                if not _may_hold(file, group, query):
-                    continue
-                table = file.read_row_group(group, columns=["run_id", "artifact_id", "digest"])
-                mask = _and(_artifact_mask(table, query), _current_mask(table, name, superseded))
-                table = _filtered(table, mask)
-                found.append(table["run_id"].combine_chunks())
+            groups = digest_groups(file, query)
+            if not groups:
+                continue
+            table = file.read_row_groups(groups, columns=columns, use_threads=len(groups) > 1)
+            mask = _and(_artifact_mask(table, query), _current_mask(table, name, superseded))
+            found.append(_filtered(table, mask).select(["run_id", "started_at"]))
         if not found:
-            return pa.array([], pa.string())
-        return pc.unique(pa.concat_arrays(found))
+            return pa.array([], pa.string()), []
+        both = pa.concat_tables(found)
+        started = both["started_at"]
+        times = None
+        if started.null_count == 0:
+            micros = pc.unique(started.cast(pa.int64()).combine_chunks())
+            times = sorted(micros.to_pylist())
+        return pc.unique(both["run_id"].combine_chunks()), times
 
     def _indexed(self, pointer: Pointer, run_ids: set[str]) -> set[str]:
         """Which of `run_ids` already have rows in the live files."""
@@ -373,30 +408,30 @@ class RunIndex:
         return found
 
     def _parquet(self, name: str, table: str, *, plain: bool = False) -> pq.ParquetFile:
-        """One live file (a `NotFoundError` if it is gone); runs' status as a dictionary."""
+        """One live file (a `NotFoundError` if it is gone); runs' status as a dictionary.
+
+        A local file's footer is parsed once per process (`FOOTERS`): files are
+        immutable, and the cache key holds the path, size and modification time.
+        """
         import pyarrow.parquet as pq
 
         dictionary = None if plain or table != RUNS_TABLE else _DICTIONARY
         key = _key(name, table)
         if isinstance(self.backend, LocalBackend):
+            path = f"{self.backend.url}/{key}"
             try:
-                return pq.ParquetFile(
-                    f"{self.backend.url}/{key}", memory_map=True, read_dictionary=dictionary
+                stat = Path(path).stat()
+                footer_key = (path, stat.st_size, stat.st_mtime_ns)
+                footer = FOOTERS.get(footer_key)
+                file = pq.ParquetFile(
+                    path, memory_map=True, read_dictionary=dictionary, metadata=footer
                 )
             except FileNotFoundError:
                 raise NotFoundError(f"index file {key} is gone") from None
+            FOOTERS.put(footer_key, file)
+            return file
         data = _pa().BufferReader(self.backend.read(key))
         return pq.ParquetFile(data, read_dictionary=dictionary)
-
-
-def _may_hold(file: pq.ParquetFile, group: int, query: RunQuery) -> bool:
-    """Whether a row group of an artifacts file can hold `query`'s digest (statistics)."""
-    bounds = query.digest_range()
-    column = file.schema_arrow.get_field_index("digest")
-    stats = file.metadata.row_group(group).column(column).statistics
-    if bounds is None or stats is None or not stats.has_min_max:
-        return True
-    return bool(stats.min <= bounds[1] and stats.max >= bounds[0])
 
 
 def _pc() -> Any:
@@ -415,11 +450,11 @@ def _row(item: dict[str, Any]) -> dict[str, Any]:
 
 def _current_mask(table: pa.Table, name: str, superseded: dict[str, str]) -> pa.Array | None:
     """Rows of file `name` not superseded by another file's rows for the same run."""
-    pa = _pa()
-    pc = _pc()
     stale = sorted(run_id for run_id, owner in superseded.items() if owner != name)
     if not stale:
         return None
+    pa = _pa()
+    pc = _pc()
     return pc.invert(pc.is_in(table["run_id"], value_set=pa.array(stale, pa.string())))
 
 
@@ -456,6 +491,7 @@ class _Scan:
     pointer: Pointer
     query: RunQuery
     holding: pa.Array | None  # run ids passing the artifact/digest filter, if any
+    times: list[int] | None  # their start times (µs, sorted): groups without one are skipped
     need: int | None  # rows wanted per file (offset + limit), None for all
     columns: list[str] | None  # columns wanted (filter columns are added), None for all
 
@@ -465,21 +501,20 @@ class _Scan:
         wanted = self.columns
         if wanted is not None:
             wanted = sorted({*wanted, *_filter_columns(self.query, self.pointer)})
-        pieces, found = [], 0
-        for group in range(file.num_row_groups):
-            skip, done = prune(file.metadata.row_group(group), file.schema_arrow, self.query)
-            if done:
-                break
-            if skip:
-                continue
-            table = file.read_row_group(group, columns=wanted)
-            table = _filtered(table, self.mask(table, name))
-            if self.need is not None:  # sorted newest first: the file's newest matches
-                table = table.slice(0, self.need - found)
-            pieces.append(table)
-            found += table.num_rows
-            if self.need is not None and found >= self.need:
-                break
+        pieces, found, need = [], 0, self.need
+        groups = self.groups(file)
+        if need is None:  # every match: one read (threads help here)
+            if groups:
+                table = file.read_row_groups(groups, columns=wanted)
+                pieces.append(_filtered(table, self.mask(table, name)))
+        else:  # newest first: the file's newest matches; small reads are faster on one thread
+            for group in groups:
+                table = file.read_row_group(group, columns=wanted, use_threads=False)
+                table = _filtered(table, self.mask(table, name)).slice(0, need - found)
+                pieces.append(table)
+                found += table.num_rows
+                if found >= need:
+                    break
         if pieces:
             return pa.concat_tables(pieces)
         schema = file.schema_arrow
@@ -487,10 +522,32 @@ class _Scan:
             schema if wanted is None else pa.schema([schema.field(c) for c in wanted])
         ).empty_table()
 
+    def groups(self, file: pq.ParquetFile) -> list[int]:
+        """The row groups of a runs file that can hold matches, newest first.
+
+        Pruned by ``started_at`` statistics: the query's date range, and the start
+        times of the runs holding the artifact or digest asked for.
+        """
+        starts = None if self.times is None else group_bounds(file, "started_at")
+        metadata, schema = file.metadata, file.schema_arrow
+        timed = self.query.since is not None or self.query.until is not None
+        groups = []
+        for group in range(metadata.num_row_groups):
+            skip, done = (
+                prune(metadata.row_group(group), schema, self.query) if timed else (False, False)
+            )
+            if done:
+                break
+            if not skip and (starts is None or holds_time(self.times, starts[group])):
+                groups.append(group)
+        return groups
+
     def mask(self, table: pa.Table, name: str) -> pa.Array | None:
-        pc = _pc()
         query = self.query
         mask = _current_mask(table, name, self.pointer.superseded)
+        if (query.status, query.runbook, query.since, query.until, self.holding) == (None,) * 5:
+            return mask  # the plain listing: no pyarrow.compute (~55 ms to import)
+        pc = _pc()
         if query.status is not None:
             mask = _and(mask, pc.equal(table["status"], query.status))
         if query.runbook is not None:

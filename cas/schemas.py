@@ -16,7 +16,6 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-import jsonschema
 import orjson
 
 from cas.digest import canonical_json
@@ -123,6 +122,8 @@ def compile_schema(document: dict[str, Any], name: str) -> Any:
 
     `InvalidInputError` naming `name` if the document is not a valid JSON Schema.
     """
+    import jsonschema  # here, not at the top: listing runs never validates (~45 ms)
+
     cls = jsonschema.validators.validator_for(document, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(document)
@@ -261,6 +262,8 @@ def _passes(fast: Any, content: Any) -> bool:
 
 def first_error(validator: Any, instance: Any) -> tuple[list[str | int], str] | None:
     """The most relevant validation error as (path inside `instance`, message), or None."""
+    import jsonschema
+
     error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     return None if error is None else (list(error.absolute_path), error.message)
 

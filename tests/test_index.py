@@ -360,3 +360,34 @@ def test_a_running_run_whose_executor_died_lists_as_interrupted(tmp_path: Path) 
     statuses = {row.run_id: row.status for row in repo.list_runs()}
     assert statuses == {"alive": "running", "dead": "interrupted"}
     assert {info.run_id: info.status for info in repo.runs()} == statuses
+
+
+def test_small_row_groups_prune_to_the_same_answers(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Digest and artifact lookups read only some row groups: they answer as a full scan."""
+    monkeypatch.setattr(RunIndex, "runs_row_group", 2)
+    monkeypatch.setattr(RunIndex, "artifacts_row_group", 3)
+    index = RunIndex(repo)
+    for number in range(12):
+        save(repo, number, "failed" if number % 5 == 0 else "completed", content=number % 3)
+        if number % 4 == 3:
+            index.sync()  # several files, each with many small row groups
+    save(repo, 4, content=7)  # resumed: its rows in the newest file supersede the old ones
+    runs = expected_runs(repo)
+    held = {run_id: repo.artifacts.entries(run_id) for run_id in runs}
+    digests = {entry.digest.hex for entries in held.values() for entry in entries.values()}
+    prefixes = {d[:n] for d in digests for n in (1, 2, 64)} | {"0", "f", "ab"}
+    for prefix in sorted(prefixes):
+        want = [r for r in runs if any(e.digest.hex.startswith(prefix) for e in held[r].values())]
+        assert ids(index.runs(RunQuery(digest=prefix))) == want, prefix
+        failed = [r for r in want if repo.executions.get(r).status == "failed"]
+        assert ids(index.runs(RunQuery(digest=prefix, status="failed"))) == failed, prefix
+        assert ids(index.runs(RunQuery(digest=prefix, limit=2, offset=1))) == want[1:3], prefix
+    assert ids(index.runs(RunQuery(artifact="c"))) == runs
+    assert ids(index.runs(RunQuery(artifact="a", limit=3))) == runs[:3]
+    assert index.count_by_status() == {"completed": 9, "failed": 3}
+    index.compact()
+    assert ids(index.runs(RunQuery(digest=repo.artifacts.entry("run-0004", "a").digest.hex))) == [
+        "run-0004"
+    ]
