@@ -73,6 +73,10 @@ class _State:
 class _Group(TyperGroup):
     """The root command group: the one place errors become output and exit codes."""
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _plain_coercion(self, ctx)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
@@ -88,6 +92,15 @@ class _Group(TyperGroup):
             state = ctx.obj if isinstance(ctx.obj, _State) else _State()
             _report(error, as_json=state.json)
             raise typer.Exit(exit_code(error)) from None
+
+
+def _plain_coercion(command: Any, ctx: Any) -> None:
+    """Spare the plain parameters typer's pydantic coercion (see `cas.cli_params`)."""
+    try:
+        from cas.cli_params import plain_coercion
+    except ImportError:  # a typer without these internals: its own coercion throughout
+        return
+    plain_coercion(command, ctx)
 
 
 def _silence_stdout() -> None:

@@ -9,7 +9,9 @@ names, so a writer that replaces the pointer atomically (compaction, rebuild)
 never shows a reader half of its work; old files are removed only after the new
 pointer is written, and a reader that meets a removed file re-reads the pointer
 once. Runs whose result is still ``running`` keep their mark and are listed from
-the stores. pyarrow is imported only here, and only when the index is used.
+the stores. pyarrow is imported only here (and in `cas.index_scan`, the reading
+half), and only when the index is used: a short unfiltered listing is answered from
+the pointer's `head` (the newest runs rows) without it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from cas.index_rows import (
     ARTIFACT_FIELDS,
     FILES,
     FOOTERS,
+    HEAD_SIZE,
     PENDING,
     POINTER,
     CheckReport,
@@ -37,14 +39,21 @@ from cas.index_rows import (
     RunRow,
     artifact_rows,
     digest_groups,
-    group_bounds,
-    holds_time,
     mark_pending,
+    newest_first_key,
     pending_key,
-    prune,
     renamed,
     run_row,
     tail,
+)
+from cas.index_scan import (
+    Scan,
+    and_masks,
+    arrow,
+    artifact_mask,
+    compute,
+    current_mask,
+    filtered,
 )
 from cas.model import ExecutionResult
 from cas.objects import LocalBackend, is_temp_name
@@ -57,19 +66,12 @@ if TYPE_CHECKING:
 
 RUNS_TABLE = "runs"
 ARTIFACTS_TABLE = "artifacts"
-_EPOCH = datetime.min.replace(tzinfo=UTC)
 _DICTIONARY = ["status"]  # read as dictionary: counting statuses needs no strings
-
-
-def _pa() -> Any:
-    import pyarrow
-
-    return pyarrow
 
 
 def runs_schema() -> pa.Schema:
     """Columns of the `runs` table."""
-    pa = _pa()
+    pa = arrow()
     stamp = pa.timestamp("us", tz="UTC")
     return pa.schema(
         [
@@ -90,7 +92,7 @@ def runs_schema() -> pa.Schema:
 
 def artifacts_schema() -> pa.Schema:
     """Columns of the `artifacts` table (``started_at`` is the run's, for sorting)."""
-    pa = _pa()
+    pa = arrow()
     return pa.schema(
         [
             ("run_id", pa.string()),
@@ -131,7 +133,7 @@ def write_parquet(
     table: pa.Table, row_group_size: int, statistics: bool | list[str] = True
 ) -> bytes:
     """`table` as Parquet bytes: zstd, dictionaries, statistics for row-group pruning."""
-    pa = _pa()
+    pa = arrow()
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
@@ -182,27 +184,34 @@ class RunIndex:
         finals = {run_id: r for run_id in marks if (r := self._final(run_id)) is not None}
         if not finals:
             return []
-        pointer = Pointer.read(self.backend)
-        again = self._indexed(pointer, set(finals))
-        entry = self._write_rows(list(finals.values()), pointer.generation + 1)
-        superseded = {**pointer.superseded, **dict.fromkeys(again, entry["name"])}
-        pointer = Pointer(pointer.generation + 1, [*pointer.files, entry], superseded)
+        old = Pointer.read(self.backend)
+        again = self._indexed(old, set(finals))
+        entry, rows = self._write_rows(list(finals.values()), old.generation + 1)
+        superseded = {**old.superseded, **dict.fromkeys(again, entry["name"])}
+        pointer = Pointer(old.generation + 1, [*old.files, entry], superseded)
+        pointer.head = old.merged_head(rows)
+        if pointer.head is None:
+            pointer.head = self._head_of(pointer)
         self.backend.write(POINTER, pointer.to_bytes())
         self.backend.delete(pending_key(run_id) for run_id in finals)
         if len(pointer.files) > self.compact_after:
             self._compact(pointer, full=False)
         return sorted(finals)
 
-    def _write_rows(self, results: list[ExecutionResult], generation: int) -> dict[str, Any]:
-        pa = _pa()
+    def _write_rows(
+        self, results: list[ExecutionResult], generation: int
+    ) -> tuple[dict[str, Any], list[RunRow]]:
+        """One new file pair holding `results`; its pointer entry and its runs rows."""
+        pa = arrow()
         runs, artifacts = [], []
         for result in results:
             entries = self.repo.artifacts.entries(result.run_id)
-            runs.append(asdict(run_row(result, entries)))
+            runs.append(run_row(result, entries))
             artifacts += artifact_rows(result, entries)
-        run_table = sort_runs(pa.Table.from_pylist(runs, schema=runs_schema()))
+        rows = [asdict(row) for row in runs]
+        run_table = sort_runs(pa.Table.from_pylist(rows, schema=runs_schema()))
         art_table = sort_artifacts(pa.Table.from_pylist(artifacts, schema=artifacts_schema()))
-        return self._write_file(run_table, art_table, generation)
+        return self._write_file(run_table, art_table, generation), runs
 
     def _write_file(self, runs: pa.Table, artifacts: pa.Table, generation: int) -> dict[str, Any]:
         name = f"{generation:010d}-{secrets.token_hex(4)}"
@@ -220,6 +229,8 @@ class RunIndex:
     def _compact(self, pointer: Pointer, *, full: bool, drop: set[str] | None = None) -> int:
         chosen = pointer.files if full else tail(pointer.files)
         if len(chosen) < 2 and not drop and not (full and pointer.superseded):
+            if full and pointer.head is None:  # written without a head: add one
+                self._write_head(pointer)
             return 0
         names = [entry["name"] for entry in chosen]
         runs = self._merged(pointer, names, RUNS_TABLE, drop or set())
@@ -227,20 +238,37 @@ class RunIndex:
         entry = self._write_file(sort_runs(runs), sort_artifacts(artifacts), pointer.generation + 1)
         kept = [item for item in pointer.files if item["name"] not in names]
         superseded = {} if full else renamed(pointer.superseded, set(names), entry["name"])
-        self._commit(Pointer(pointer.generation + 1, [*kept, entry], superseded), names)
+        new = Pointer(pointer.generation + 1, [*kept, entry], superseded)
+        new.head = self._head_of(new)
+        self._commit(new, names)
         return len(names)
 
+    def refresh_head(self) -> None:
+        """Recompute the pointer's `head` from the live files (for a pointer without one)."""
+        with IndexLock(self.backend):
+            self._write_head(Pointer.read(self.backend))
+
+    def _write_head(self, pointer: Pointer) -> None:
+        head = self._head_of(pointer)
+        new = Pointer(pointer.generation + 1, pointer.files, pointer.superseded, head)
+        self.backend.write(POINTER, new.to_bytes())
+
+    def _head_of(self, pointer: Pointer) -> list[RunRow]:
+        """The newest `HEAD_SIZE` current runs rows of `pointer`'s files, newest first."""
+        rows = self._indexed_rows(RunQuery(limit=HEAD_SIZE), HEAD_SIZE, pointer)
+        return sorted(rows, key=newest_first_key, reverse=True)[:HEAD_SIZE]
+
     def _merged(self, pointer: Pointer, names: list[str], table: str, drop: set[str]) -> pa.Table:
-        pa = _pa()
-        pc = _pc()
+        pa = arrow()
+        pc = compute()
         pieces = []
         for name in names:
             data = self._parquet(name, table, plain=True).read()
-            keep = _current_mask(data, name, pointer.superseded)
+            keep = current_mask(data, name, pointer.superseded)
             if drop:
                 gone = pc.is_in(data["run_id"], value_set=pa.array(sorted(drop), pa.string()))
-                keep = _and(keep, pc.invert(gone))
-            pieces.append(_filtered(data, keep))
+                keep = and_masks(keep, pc.invert(gone))
+            pieces.append(filtered(data, keep))
         schema = runs_schema() if table == RUNS_TABLE else artifacts_schema()
         return pa.concat_tables(pieces) if pieces else schema.empty_table()
 
@@ -259,8 +287,10 @@ class RunIndex:
                 result = self._result(run_id)
                 if result is not None:
                     (finals if result.is_final else running).append(result)
-            files = [self._write_rows(finals, old.generation + 1)] if finals else []
-            self._commit(Pointer(old.generation + 1, files, {}), old.names)
+            files, rows = self._write_rows(finals, old.generation + 1) if finals else (None, [])
+            head = sorted(rows, key=newest_first_key, reverse=True)[:HEAD_SIZE]
+            new = Pointer(old.generation + 1, [files] if files else [], {}, head)
+            self._commit(new, old.names)
             for result in running:
                 mark_pending(self.backend, result.run_id)
             self.backend.delete(pending_key(result.run_id) for result in finals)
@@ -302,13 +332,16 @@ class RunIndex:
         query = query or RunQuery()
         self.sync()
         need = None if query.limit is None else query.offset + query.limit
-        rows = [*self._indexed_rows(query, need), *self._running_rows(query)]
-        rows.sort(key=lambda row: (row.started_at or _EPOCH, row.run_id), reverse=True)
+        indexed = Pointer.read(self.backend).head_answer(query)  # no Parquet, no pyarrow
+        if indexed is None:
+            indexed = self._indexed_rows(query, need)
+        rows = [*indexed, *self._running_rows(query)]
+        rows.sort(key=newest_first_key, reverse=True)
         return rows[query.offset : need]
 
     def count_by_status(self, query: RunQuery | None = None) -> dict[str, int]:
         """How many runs (indexed, after `query`'s filters) have each status."""
-        pc = _pc()
+        pc = compute()
         counts: dict[str, int] = {}
         self.sync()
         for table in self._select(query or RunQuery(), None, ["status"]):
@@ -322,9 +355,11 @@ class RunIndex:
         pointer = Pointer.read(self.backend)
         return self._merged(pointer, pointer.names, name, set())
 
-    def _indexed_rows(self, query: RunQuery, need: int | None) -> list[RunRow]:
+    def _indexed_rows(
+        self, query: RunQuery, need: int | None, pointer: Pointer | None = None
+    ) -> list[RunRow]:
         rows = []
-        for table in self._select(query, need, None):
+        for table in self._select(query, need, None, pointer):
             rows += [RunRow(**_row(item)) for item in table.to_pylist()]
         return rows
 
@@ -347,16 +382,25 @@ class RunIndex:
             if query.matches(row) and holds:
                 yield row
 
-    def _select(self, query: RunQuery, need: int | None, columns: list[str] | None) -> list[Any]:
-        """Per live file, the runs rows matching `query` (at most `need`, newest first)."""
+    def _select(
+        self,
+        query: RunQuery,
+        need: int | None,
+        columns: list[str] | None,
+        pointer: Pointer | None = None,
+    ) -> list[Any]:
+        """Per live file, the runs rows matching `query` (at most `need`, newest first).
+
+        From the live pointer, or from `pointer` (a writer's, under the lock).
+        """
         for attempt in (1, 2):
-            pointer = Pointer.read(self.backend)
+            live = pointer or Pointer.read(self.backend)
             try:
-                holding, times = self._holding(pointer, query)
-                scan = _Scan(pointer, query, holding, times, need, columns)
-                return [scan.file_rows(self._parquet(n, RUNS_TABLE), n) for n in pointer.names]
+                holding, times = self._holding(live, query)
+                scan = Scan(live, query, holding, times, need, columns)
+                return [scan.file_rows(self._parquet(n, RUNS_TABLE), n) for n in live.names]
             except NotFoundError:
-                if attempt == 2:
+                if attempt == 2 or pointer is not None:
                     raise
         raise AssertionError("unreachable")
 
@@ -372,8 +416,8 @@ class RunIndex:
         """
         if query.artifact is None and query.digest is None:
             return None, None
-        pa = _pa()
-        pc = _pc()
+        pa = arrow()
+        pc = compute()
         columns = ["run_id", "started_at", "digest"]
         columns += ["artifact_id"] if query.artifact is not None else []
         found = []
@@ -384,8 +428,8 @@ class RunIndex:
             if not groups:
                 continue
             table = file.read_row_groups(groups, columns=columns, use_threads=len(groups) > 1)
-            mask = _and(_artifact_mask(table, query), _current_mask(table, name, superseded))
-            found.append(_filtered(table, mask).select(["run_id", "started_at"]))
+            mask = and_masks(artifact_mask(table, query), current_mask(table, name, superseded))
+            found.append(filtered(table, mask).select(["run_id", "started_at"]))
         if not found:
             return pa.array([], pa.string()), []
         both = pa.concat_tables(found)
@@ -398,8 +442,8 @@ class RunIndex:
 
     def _indexed(self, pointer: Pointer, run_ids: set[str]) -> set[str]:
         """Which of `run_ids` already have rows in the live files."""
-        pa = _pa()
-        pc = _pc()
+        pa = arrow()
+        pc = compute()
         wanted = pa.array(sorted(run_ids), pa.string())
         found: set[str] = set()
         for name in pointer.names:
@@ -430,14 +474,8 @@ class RunIndex:
                 raise NotFoundError(f"index file {key} is gone") from None
             FOOTERS.put(footer_key, file)
             return file
-        data = _pa().BufferReader(self.backend.read(key))
+        data = arrow().BufferReader(self.backend.read(key))
         return pq.ParquetFile(data, read_dictionary=dictionary)
-
-
-def _pc() -> Any:
-    import pyarrow.compute
-
-    return pyarrow.compute
 
 
 def _key(name: str, table: str) -> str:
@@ -446,127 +484,6 @@ def _key(name: str, table: str) -> str:
 
 def _row(item: dict[str, Any]) -> dict[str, Any]:
     return {key: item[key] for key in RunRow.__slots__ if key in item}
-
-
-def _current_mask(table: pa.Table, name: str, superseded: dict[str, str]) -> pa.Array | None:
-    """Rows of file `name` not superseded by another file's rows for the same run."""
-    stale = sorted(run_id for run_id, owner in superseded.items() if owner != name)
-    if not stale:
-        return None
-    pa = _pa()
-    pc = _pc()
-    return pc.invert(pc.is_in(table["run_id"], value_set=pa.array(stale, pa.string())))
-
-
-def _and(left: pa.Array | None, right: pa.Array | None) -> pa.Array | None:
-    """Both masks (None is "every row"), nulls counted as False."""
-    if left is None or right is None:
-        return right if left is None else left
-    return _pc().and_(left, right)
-
-
-def _filtered(table: pa.Table, mask: pa.Array | None) -> pa.Table:
-    return table if mask is None else table.filter(_pc().fill_null(mask, False))
-
-
-def _artifact_mask(table: pa.Table, query: RunQuery) -> pa.Array | None:
-    pa = _pa()
-    pc = _pc()
-    mask = None
-    if query.artifact is not None:
-        mask = pc.equal(table["artifact_id"], query.artifact)
-    bounds = query.digest_range()
-    if bounds is not None:
-        low, high = (pa.scalar(bound, pa.binary(32)) for bound in bounds)
-        digests = table["digest"]
-        inside = pc.and_(pc.greater_equal(digests, low), pc.less_equal(digests, high))
-        mask = _and(mask, inside)
-    return mask
-
-
-@dataclass(frozen=True)
-class _Scan:
-    """One query over the runs files of one pointer."""
-
-    pointer: Pointer
-    query: RunQuery
-    holding: pa.Array | None  # run ids passing the artifact/digest filter, if any
-    times: list[int] | None  # their start times (µs, sorted): groups without one are skipped
-    need: int | None  # rows wanted per file (offset + limit), None for all
-    columns: list[str] | None  # columns wanted (filter columns are added), None for all
-
-    def file_rows(self, file: pq.ParquetFile, name: str) -> pa.Table:
-        """Matching rows of one runs file, newest first, stopping once `need` are found."""
-        pa = _pa()
-        wanted = self.columns
-        if wanted is not None:
-            wanted = sorted({*wanted, *_filter_columns(self.query, self.pointer)})
-        pieces, found, need = [], 0, self.need
-        groups = self.groups(file)
-        if need is None:  # every match: one read (threads help here)
-            if groups:
-                table = file.read_row_groups(groups, columns=wanted)
-                pieces.append(_filtered(table, self.mask(table, name)))
-        else:  # newest first: the file's newest matches; small reads are faster on one thread
-            for group in groups:
-                table = file.read_row_group(group, columns=wanted, use_threads=False)
-                table = _filtered(table, self.mask(table, name)).slice(0, need - found)
-                pieces.append(table)
-                found += table.num_rows
-                if found >= need:
-                    break
-        if pieces:
-            return pa.concat_tables(pieces)
-        schema = file.schema_arrow
-        return (
-            schema if wanted is None else pa.schema([schema.field(c) for c in wanted])
-        ).empty_table()
-
-    def groups(self, file: pq.ParquetFile) -> list[int]:
-        """The row groups of a runs file that can hold matches, newest first.
-
-        Pruned by ``started_at`` statistics: the query's date range, and the start
-        times of the runs holding the artifact or digest asked for.
-        """
-        starts = None if self.times is None else group_bounds(file, "started_at")
-        metadata, schema = file.metadata, file.schema_arrow
-        timed = self.query.since is not None or self.query.until is not None
-        groups = []
-        for group in range(metadata.num_row_groups):
-            skip, done = (
-                prune(metadata.row_group(group), schema, self.query) if timed else (False, False)
-            )
-            if done:
-                break
-            if not skip and (starts is None or holds_time(self.times, starts[group])):
-                groups.append(group)
-        return groups
-
-    def mask(self, table: pa.Table, name: str) -> pa.Array | None:
-        query = self.query
-        mask = _current_mask(table, name, self.pointer.superseded)
-        if (query.status, query.runbook, query.since, query.until, self.holding) == (None,) * 5:
-            return mask  # the plain listing: no pyarrow.compute (~55 ms to import)
-        pc = _pc()
-        if query.status is not None:
-            mask = _and(mask, pc.equal(table["status"], query.status))
-        if query.runbook is not None:
-            mask = _and(mask, pc.equal(table["runbook"], query.runbook))
-        if query.since is not None:
-            mask = _and(mask, pc.greater_equal(table["started_at"], query.since))
-        if query.until is not None:
-            mask = _and(mask, pc.less(table["started_at"], query.until))
-        if self.holding is not None:
-            mask = _and(mask, pc.is_in(table["run_id"], value_set=self.holding))
-        return mask
-
-
-def _filter_columns(query: RunQuery, pointer: Pointer) -> list[str]:
-    columns = ["started_at"] if query.since or query.until else []
-    columns += ["status"] if query.status else []
-    columns += ["runbook"] if query.runbook else []
-    needs_id = pointer.superseded or query.artifact is not None or query.digest is not None
-    return [*columns, "run_id"] if needs_id else columns
 
 
 __all__ = ["ARTIFACT_FIELDS", "RunIndex", "RunQuery", "RunRow", "mark_pending"]

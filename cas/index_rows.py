@@ -34,6 +34,7 @@ PENDING = f"{INDEX}/pending"
 FILES = f"{INDEX}/files"
 LOCK = f"{INDEX}/lock"
 FORMAT = "cas-index/1"
+HEAD_SIZE = 200  # newest runs rows kept in the pointer: short listings read no Parquet
 
 
 def pending_key(run_id: str) -> str:
@@ -84,6 +85,32 @@ class RunRow:
             "skipped": self.skipped,
             "tenant": self.tenant,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRow:
+        """The row `to_dict` gave (as the pointer's ``head`` stores it)."""
+        started, ended = data["started_at"], data["ended_at"]
+        return cls(
+            run_id=data["run_id"],
+            status=data["status"],
+            runbook=data["runbook"],
+            started_at=None if started is None else datetime.fromisoformat(started),
+            ended_at=None if ended is None else datetime.fromisoformat(ended),
+            duration_seconds=data["duration_seconds"],
+            completed=data["completed"],
+            failed=data["failed"],
+            skipped=data["skipped"],
+            artifacts=data["artifacts"],
+            tenant=data.get("tenant"),
+        )
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def newest_first_key(row: RunRow) -> tuple[datetime, str]:
+    """Sort key of listings (with ``reverse=True``): newest start first, then run id."""
+    return (row.started_at or _EPOCH, row.run_id)
 
 
 RUN_FIELDS: tuple[str, ...] = tuple(RunRow.__slots__)
@@ -182,6 +209,12 @@ class RunQuery:
             return None
         return bytes.fromhex(self.digest.ljust(64, "0")), bytes.fromhex(self.digest.ljust(64, "f"))
 
+    @property
+    def unfiltered(self) -> bool:
+        """Whether only `limit` and `offset` are set (a plain newest-first listing)."""
+        filters = (self.status, self.since, self.until, self.runbook, self.artifact, self.digest)
+        return filters == (None,) * 6
+
     def matches(self, row: RunRow) -> bool:
         """Whether `row` passes the run-level filters (artifact and digest aside)."""
         started = row.started_at
@@ -199,19 +232,25 @@ class Pointer:
 
     `superseded` maps a run id indexed more than once (a resumed run) to the file
     whose rows are current; readers drop that run's rows from every other file.
+    `head` holds the newest `HEAD_SIZE` current runs rows (all, if fewer), newest
+    first, written with the files they come from; None in a pointer written
+    without one (readers then go to the files).
     """
 
     generation: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)  # {name, runs, artifacts}
     superseded: dict[str, str] = field(default_factory=dict)
+    head: list[RunRow] | None = None
 
     def to_bytes(self) -> bytes:
-        body = {
+        body: dict[str, Any] = {
             "format": FORMAT,
             "generation": self.generation,
             "files": self.files,
             "superseded": self.superseded,
         }
+        if self.head is not None:
+            body["head"] = [row.to_dict() for row in self.head]
         return orjson.dumps(body, option=orjson.OPT_INDENT_2)
 
     @classmethod
@@ -220,14 +259,51 @@ class Pointer:
         try:
             data = orjson.loads(backend.read(POINTER))
         except NotFoundError:
-            return cls()
+            return cls(head=[])
         if data.get("format") != FORMAT:
             raise InvalidInputError(f"{POINTER} has format {data.get('format')!r}, not {FORMAT}")
-        return cls(data["generation"], data["files"], data.get("superseded", {}))
+        head = data.get("head")
+        rows = None if head is None else [RunRow.from_dict(item) for item in head]
+        return cls(data["generation"], data["files"], data.get("superseded", {}), rows)
 
     @property
     def names(self) -> list[str]:
         return [entry["name"] for entry in self.files]
+
+    @property
+    def head_is_whole(self) -> bool:
+        """Whether `head` holds every indexed run (exact unless runs are superseded)."""
+        return self.head is not None and len(self.head) >= sum(f["runs"] for f in self.files)
+
+    def head_answer(self, query: RunQuery) -> list[RunRow] | None:
+        """The indexed rows `query` can need, from `head`; None if it cannot answer."""
+        if self.head is None or not query.unfiltered:
+            return None
+        if self.head_is_whole:
+            return self.head
+        if query.limit is None or query.offset + query.limit > len(self.head):
+            return None
+        return self.head[: query.offset + query.limit]
+
+    def merged_head(self, rows: list[RunRow]) -> list[RunRow] | None:
+        """`head` after `rows` are indexed (a run's new row replacing its old one).
+
+        None when that is not known without the files: no head yet, or re-indexed
+        runs left the head and too few known rows remain above its oldest row.
+        """
+        if self.head is None:
+            return None
+        new = {row.run_id for row in rows}
+        kept = [row for row in self.head if row.run_id not in new]
+        merged = sorted([*kept, *rows], key=newest_first_key, reverse=True)
+        if self.head_is_whole:
+            return merged[:HEAD_SIZE]
+        if not self.head:
+            return None
+        # Every current row newer than the old head's oldest is in the old head or is new.
+        oldest = newest_first_key(self.head[-1])
+        known = [row for row in merged if newest_first_key(row) >= oldest]
+        return known[:HEAD_SIZE] if len(known) >= HEAD_SIZE else None
 
 
 class IndexLock:

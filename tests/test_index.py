@@ -6,6 +6,8 @@ Every test runs on a local folder and on fsspec memory (S3 later).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,9 +18,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
+from cas import index, index_rows
 from cas.cli import app
 from cas.index import ARTIFACTS_TABLE, RUNS_TABLE, RunIndex
-from cas.index_rows import LOCK, POINTER, Pointer, RunQuery, pending_key
+from cas.index_rows import LOCK, POINTER, Pointer, RunQuery, RunRow, newest_first_key, pending_key
 from cas.model import ArtifactOutcome, ExecutionResult, Message, RunStatus, SchemaRef
 from cas.objects import LocalBackend
 from cas.owner import OWNER, current_owner
@@ -45,10 +48,14 @@ def save(
     *,
     runbook: str = "scan",
     content: int | None = None,
+    hour: int | None = None,
 ) -> str:
-    """Run `number`: two saved artifacts (``b`` shared by all runs), outcomes, the result."""
+    """Run `number`: two saved artifacts (``b`` shared by all runs), outcomes, the result.
+
+    It starts `hour` hours (default: `number`) after T0.
+    """
     run_id = f"run-{number:04d}"
-    started = T0 + timedelta(hours=number)
+    started = T0 + timedelta(hours=number if hour is None else hour)
     for artifact_id, value in (("a", number if content is None else content), ("b", 0)):
         message = Message(id=artifact_id, content={"v": value}, schema=SchemaRef("s", "1.0.0"))
         repo.artifacts.save(run_id, artifact_id, message)
@@ -391,3 +398,111 @@ def test_small_row_groups_prune_to_the_same_answers(
     assert ids(index.runs(RunQuery(digest=repo.artifacts.entry("run-0004", "a").digest.hex))) == [
         "run-0004"
     ]
+
+
+# the pointer's head --------------------------------------------------------------------------
+
+
+def every_row(index: RunIndex) -> list[RunRow]:
+    """Every current runs row, straight from the Parquet files, newest first."""
+    return sorted(index._indexed_rows(RunQuery(), None), key=newest_first_key, reverse=True)
+
+
+def check_head(repo: Repository, size: int, *, as_stores: bool = True) -> None:
+    """The head is the newest `size` rows; listings from it equal the Parquet answer."""
+    index = RunIndex(repo)
+    index.sync()
+    rows = every_row(index)
+    pointer = Pointer.read(repo.backend)
+    assert pointer.head == rows[:size]
+    assert ids(rows) == expected_runs(repo) or not as_stores
+    for offset, limit in [(0, 1), (0, size), (1, size - 1), (2, 2), (size - 1, 2), (size, 3)]:
+        query = RunQuery(limit=limit, offset=offset)
+        from_head = pointer.head_answer(query) is not None
+        assert from_head == (offset + limit <= size or len(rows) <= size), (offset, limit)
+        assert index.runs(query) == rows[offset : offset + limit], (offset, limit)
+    assert index.runs() == rows
+    assert (
+        index.runs(RunQuery(status="failed", limit=2))
+        == [row for row in rows if row.status == "failed"][:2]
+    )
+
+
+def test_the_head_answers_as_the_files_do(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = 4
+    monkeypatch.setattr(index_rows, "HEAD_SIZE", size)
+    monkeypatch.setattr(index, "HEAD_SIZE", size)
+    check_head(repo, size)  # empty
+    for number in range(3):
+        save(repo, number, "failed" if number % 2 else "completed")
+    check_head(repo, size)  # the head holds every run
+    for number in range(3, 7):
+        save(repo, number)
+    check_head(repo, size)  # merged into the old head
+    save(repo, 5, "failed")  # resumed, same start: its new row replaces the old one
+    check_head(repo, size)
+    save(repo, 6, hour=-1)  # resumed with an earlier start: it leaves the head
+    check_head(repo, size)
+    assert Pointer.read(repo.backend).superseded
+    for number in range(7, 10):
+        save(repo, number, hour=number - 20)  # older than the head: it stays as it was
+        check_head(repo, size)
+    monkeypatch.setattr(RunIndex, "compact_after", 3)
+    for number in range(10, 13):
+        save(repo, number)
+        check_head(repo, size)  # tail compactions
+    RunIndex(repo).compact()
+    check_head(repo, size)
+    RunIndex(repo).compact(drop=["run-0012"])  # the newest run: the head changes
+    check_head(repo, size, as_stores=False)
+    RunIndex(repo).rebuild()
+    check_head(repo, size)
+
+
+def test_a_pointer_without_a_head_is_read_from_the_files(repo: Repository) -> None:
+    for number in range(5):
+        save(repo, number)
+    expected = RunIndex(repo).runs()
+    old = Pointer.read(repo.backend)
+    repo.backend.write(POINTER, Pointer(old.generation, old.files, old.superseded).to_bytes())
+    assert Pointer.read(repo.backend).head is None
+    assert RunIndex(repo).runs(RunQuery(limit=2)) == expected[:2]
+    assert "head" not in orjson.loads(repo.backend.read(POINTER))
+    save(repo, 5)  # the next sync adds a head, from the files
+    assert RunIndex(repo).runs(RunQuery(limit=3)) == [repo.list_runs()[0], *expected[:2]]
+    assert Pointer.read(repo.backend).head == RunIndex(repo).runs()
+    old = Pointer.read(repo.backend)
+    repo.backend.write(POINTER, Pointer(old.generation, old.files, old.superseded).to_bytes())
+    RunIndex(repo).refresh_head()
+    assert Pointer.read(repo.backend).head == RunIndex(repo).runs()
+
+
+def test_head_rows_round_trip_through_json() -> None:
+    row = RunRow("r", "completed", None, T0, None, 1.25, 1, 0, 2, 3, "t")
+    assert RunRow.from_dict(orjson.loads(orjson.dumps(row.to_dict()))) == row
+
+
+def test_short_listings_import_neither_pyarrow_nor_pydantic(tmp_path: Path) -> None:
+    repo = Repository.init(str(tmp_path / "repo"), fsync=False)
+    for number in range(3):
+        save(repo, number)
+    repo.list_runs()  # fold the marks: the listing below reads only the pointer
+    library = (
+        "import sys; from cas.repository import Repository; from cas.index_rows import RunQuery; "
+        f"rows = Repository.open({repo.url!r}).list_runs(RunQuery(limit=50)); "
+        "assert [r.run_id for r in rows] == ['run-0002', 'run-0001', 'run-0000'], rows; "
+        "print(sorted(m for m in ('pyarrow', 'numpy') if m in sys.modules))"
+    )
+    cli = (
+        "import sys; from cas.cli import app; "
+        f"app(['--repo', {repo.url!r}, 'runs', '--limit', '50'], standalone_mode=False); "
+        "print(sorted(m for m in ('pyarrow', 'numpy', 'pydantic') if m in sys.modules))"
+    )
+    for code in (library, cli):
+        done = subprocess.run(
+            [sys.executable, "-c", code], check=False, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1] == "[]"
