@@ -170,8 +170,8 @@ def _open(ctx: typer.Context, *, json: bool = False) -> Repository:
 
 
 def _resolve_run(repo: Repository, text: str) -> str:
-    """`Repository.resolve_run`, refusing text that breaks the id rule first."""
-    return repo.resolve_run(text if text == "latest" else check_run_id(text))
+    """`Repository.resolve_run`: an id, a unique prefix, ``latest`` or ``latest~N``."""
+    return repo.resolve_run(text)
 
 
 @app.command()

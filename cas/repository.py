@@ -161,15 +161,16 @@ class Repository:
         return RunIndex(self).runs(query)
 
     def resolve_run(self, text: str, exclude: str | None = None) -> str:
-        """A run id from an exact id, a unique prefix, or ``latest``.
+        """A run id from an exact id, a unique prefix, ``latest`` or ``latest~N`` (N back).
 
         `exclude` leaves one run out (a running run reusing "the latest" other one).
         """
-        if text == "latest":
+        back = _steps_back(text)
+        if back is not None:
             runs = [info for info in self.runs() if info.run_id != exclude]
-            if not runs:
-                raise NotFoundError(f"no runs in {self.url}")
-            return runs[0].run_id
+            if len(runs) <= back:
+                raise NotFoundError(f"no run {text!r} in {self.url}: it holds {len(runs)} runs")
+            return runs[back].run_id
         check_run_id(text)
         ids = [run_id for run_id in self.run_ids() if run_id != exclude]
         if text in ids:
@@ -195,6 +196,14 @@ class Repository:
         if matches:
             raise AmbiguousError(f"digest prefix {prefix!r} matches {len(matches)} objects")
         raise NotFoundError(f"no object {prefix!r} in {self.url}")
+
+
+def _steps_back(text: str) -> int | None:
+    """0 for ``latest``, N for ``latest~N``, None for anything else."""
+    if text == "latest":
+        return 0
+    head, tilde, number = text.partition("~")
+    return int(number) if head == "latest" and tilde and number.isdigit() else None
 
 
 def _aware(value: datetime | None) -> datetime | None:

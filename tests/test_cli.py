@@ -579,3 +579,12 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path: Path) -> None:
     )
     assert done.stdout == '{"con'
     assert done.stderr == ""
+
+
+def test_latest_tilde_n_counts_back_from_the_newest_run(saved: Repository, repo_path: Path) -> None:
+    newest, older = (info.run_id for info in saved.runs())
+    assert saved.resolve_run("latest~0") == newest
+    assert saved.resolve_run("latest~1") == older
+    result = cas(repo_path, "inspect", "latest~2")
+    assert result.exit_code == 3
+    assert result.stderr == f"cas: error: no run 'latest~2' in {saved.url}: it holds 2 runs\n"
