@@ -224,7 +224,18 @@ class RunIndex:
         """Merge live files (all, or the small newest ones) into one; files merged."""
         self.sync()
         with IndexLock(self.backend):
-            return self._compact(Pointer.read(self.backend), full=full, drop=set(drop))
+            merged = self._compact(Pointer.read(self.backend), full=full, drop=set(drop))
+            self._sweep()
+            return merged
+
+    def _sweep(self) -> None:
+        """Remove files no pointer names: left by writers killed mid-write (lock held)."""
+        live = set(Pointer.read(self.backend).names)
+        self.backend.delete(
+            key
+            for key in self.backend.list(FILES)
+            if key.rsplit("/", 1)[-1].split(".", 1)[0] not in live
+        )
 
     def _compact(self, pointer: Pointer, *, full: bool, drop: set[str] | None = None) -> int:
         chosen = pointer.files if full else tail(pointer.files)

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from cas.index import RunIndex
+from cas.index_rows import FILES, Pointer
 from cas.repository import Repository
 
 WRITER = """
 import sys
 from datetime import UTC, datetime, timedelta
 from cas.index import RunIndex
+from cas.index_rows import FILES, Pointer
 from cas.model import ArtifactOutcome, ExecutionResult, Message
 from cas.repository import Repository
 
@@ -64,3 +66,9 @@ def test_sigkill_during_saves_and_index_writes_loses_nothing(tmp_path: Path) -> 
     assert RunIndex(repo).check().ok, report
     assert [row.run_id for row in repo.list_runs()] == _expected(repo)
     assert len(_expected(repo)) > 0
+    # Files a killed writer left unnamed are swept by the next compaction.
+    RunIndex(repo).compact()
+    names = set(Pointer.read(repo.backend).names)
+    left = {key.rsplit("/", 1)[-1].split(".", 1)[0] for key in repo.backend.list(FILES)}
+    assert left == names
+    assert [row.run_id for row in repo.list_runs()] == _expected(repo)
