@@ -31,7 +31,7 @@ from benchmarks.workload import Artifact, Workload, canonical_bytes, generate
 
 IngestFn = Callable[[str, list[Any]], None]
 PrepareFn = Callable[[list[Artifact]], list[Any]]
-Snapshot = dict[str, tuple[int, int, int]]
+Snapshot = dict[str, tuple[int, int]]
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 OBJECTS_DIR = "objects"  # path segment that marks content objects; everything else is a manifest
 
@@ -132,7 +132,11 @@ def cas_adapter(root: Path, fsync: bool) -> tuple[IngestFn, PrepareFn]:
 
 
 def snapshot(root: Path) -> Snapshot:
-    """Every file under `root` with (inode, mtime_ns, size), to spot files written since."""
+    """Every file under `root` with (inode, size), to spot files written since.
+
+    A new or renamed-over file has a new inode, an appended one a new size; a file
+    whose time was only touched (a reused object, kept safe from GC) counts as unwritten.
+    """
     found: Snapshot = {}
     stack = [str(root)]
     while stack:
@@ -142,7 +146,7 @@ def snapshot(root: Path) -> Snapshot:
                     stack.append(entry.path)
                 else:
                     st = entry.stat(follow_symlinks=False)
-                    found[entry.path] = (st.st_ino, st.st_mtime_ns, st.st_size)
+                    found[entry.path] = (st.st_ino, st.st_size)
     return found
 
 

@@ -19,7 +19,7 @@ import orjson
 import typer
 from typer.core import TyperGroup
 
-from cas import cli_export, cli_query
+from cas import cli_export, cli_gc, cli_query, cli_sync
 from cas import cli_render as render
 from cas.cli_index import check_status, emit_runs, index_app, parse_when
 from cas.errors import (
@@ -435,8 +435,19 @@ def explain(
         render.explanation(found)
 
 
+def _init(ctx: typer.Context, *, json: bool = False) -> Repository:
+    """The repository named by ``--repo``, created if it does not exist (``cas pull``)."""
+    from cas.repository import Repository
+
+    state = ctx.ensure_object(_State)
+    state.json = json
+    return Repository.init(state.location)
+
+
 cli_export.register(app, _open, _resolve_run)  # cas diff, cas export
+cli_sync.register(app, _open, _init)  # cas remote add/list/remove, cas push, cas pull
 cli_query.register(app, _open)  # cas query
+cli_gc.register(app, _open, _resolve_run)  # cas gc
 
 
 def main() -> None:

@@ -229,12 +229,17 @@ class RunIndex:
             return merged
 
     def _sweep(self) -> None:
-        """Remove files no pointer names: left by writers killed mid-write (lock held)."""
+        """Remove files no pointer names: left by writers killed mid-write (lock held).
+
+        A killed writer's temporaries are left for `cas verify` to report (as it
+        does everywhere in the repository); they are never read as data.
+        """
         live = set(Pointer.read(self.backend).names)
+        names = (key.rsplit("/", 1)[-1] for key in self.backend.list(FILES))
         self.backend.delete(
-            key
-            for key in self.backend.list(FILES)
-            if key.rsplit("/", 1)[-1].split(".", 1)[0] not in live
+            f"{FILES}/{name}"
+            for name in names
+            if not is_temp_name(name) and name.split(".", 1)[0] not in live
         )
 
     def _compact(self, pointer: Pointer, *, full: bool, drop: set[str] | None = None) -> int:

@@ -315,6 +315,75 @@ def _relative(path: str, root: str) -> str:
     return path[len(root) + 1 :] if root else path
 
 
+def refresh(backend: Backend, key: str) -> bool:
+    """Whether `key` exists; on a local folder also renew its mtime (a dedup hit, for GC).
+
+    The `os.utime` is the existence check itself, so it is atomic against GC's rename
+    of the object: either GC sees the fresh mtime and keeps the object, or the
+    utime fails and the caller writes the object again. On object stores renewing
+    would cost a COPY per hit; there GC relies on its grace period and re-check
+    (docs/design.md §10).
+    """
+    if isinstance(backend, LocalBackend):
+        try:
+            os.utime(backend._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return True
+    return backend.exists(key)
+
+
+def list_times(backend: Backend, prefix: str) -> Iterator[tuple[str, float, int]]:
+    """``(key, mtime, size)`` of every file below `prefix`: one listing, not a call per key.
+
+    Locally a scandir per folder; on fsspec one ``find(detail=True)`` (on S3 paginated
+    ListObjectsV2 of the prefix). An mtime that cannot be read is reported as now.
+    """
+    import time
+
+    if isinstance(backend, LocalBackend):
+        for folder, _dirs, _files in os.walk(backend._folder(prefix)):
+            rel = os.path.relpath(folder, backend.url).replace(os.sep, "/")
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(folder):
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.is_file(follow_symlinks=False):
+                            info = entry.stat(follow_symlinks=False)
+                            key = entry.name if rel == "." else f"{rel}/{entry.name}"
+                            yield key, info.st_mtime, info.st_size
+        return
+    if isinstance(backend, FsspecBackend):
+        try:
+            found = backend.fs.find(backend._folder(prefix), detail=True)
+        except FileNotFoundError:
+            return
+        for path, info in found.items():
+            if info.get("type", "file") == "file":
+                stamp = _info_mtime(info)
+                yield _relative(str(path), backend.root), stamp or time.time(), int(info["size"])
+        return
+    now = time.time()
+    for key in backend.list(prefix):
+        yield key, now, backend.size(key)
+
+
+def _info_mtime(info: dict[str, Any]) -> float | None:
+    """Seconds since the epoch from an fsspec info dict (S3, memory, local, …)."""
+    for name in ("LastModified", "mtime", "last_modified", "created"):
+        value = info.get(name)
+        if value is None:
+            continue
+        if isinstance(value, int | float):
+            return float(value)
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        with contextlib.suppress(ValueError, TypeError):
+            from datetime import datetime
+
+            return datetime.fromisoformat(str(value)).timestamp()
+    return None
+
+
 def open_backend(url: str, *, fsync: bool = True, **storage_options: Any) -> Backend:
     """A backend for a local path (or ``file://`` URL) or any fsspec URL."""
     if "://" not in url or url.startswith("file://"):
@@ -352,8 +421,8 @@ class ObjectStore:
         """Store `data`; return its digest and whether bytes were written (False if present)."""
         digest = digest or Digest.of(data)
         key = self.key(digest)
-        if digest not in self._corrupt and self.backend.exists(key):
-            return digest, False
+        if digest not in self._corrupt and refresh(self.backend, key):
+            return digest, False  # a dedup hit (renewed for GC on a local folder)
         stored = compress(data) if self.compressed else data
         self.backend.write(key, stored)
         with self._count_lock:
@@ -402,7 +471,7 @@ class ObjectStore:
         """Which of `digests` are absent: a listing for shards holding several, else a check."""
         wanted = set(digests)
         if isinstance(self.backend, LocalBackend):  # a stat is cheaper than any listing
-            return {d for d in wanted if not self.backend.exists(self.key(d))}
+            return {d for d in wanted if not refresh(self.backend, self.key(d))}
         by_shard: dict[str, list[Digest]] = {}
         for digest in wanted:
             by_shard.setdefault(digest.hex[:2], []).append(digest)

@@ -21,7 +21,7 @@ import orjson
 
 from cas.digest import Digest
 from cas.errors import CasError, IntegrityError, NotFoundError
-from cas.objects import Backend, ObjectStore, compress, decompress
+from cas.objects import Backend, ObjectStore, compress, decompress, refresh
 
 CHUNKS = "chunks"
 LISTS = "lists"
@@ -106,7 +106,7 @@ class PayloadStore:
         if len(payload) < self.threshold:
             self.objects.put(payload, digest)
             return digest
-        if digest not in self._corrupt and self.backend.exists(self.lists.key(digest)):
+        if digest not in self._corrupt and refresh(self.backend, self.lists.key(digest)):
             return digest
         pieces = self.chunker.cut(payload)
         named = [(Digest.of(piece), piece) for piece in pieces]

@@ -126,6 +126,16 @@ class BackendArtifactStore:
         self._append(run_id, line)
         return entry
 
+    def append_entry(self, run_id: str, entry: ArtifactEntry) -> None:
+        """Write an entry exactly as given (sync copies entries between repositories).
+
+        The caller must have stored the entry's payload first (I1); nothing is validated
+        beyond the ids, so the copy keeps the envelope and ``saved_at`` byte for byte.
+        """
+        check_run_id(run_id)
+        check_artifact_id(entry.artifact_id)
+        self._append(run_id, seal(entry.to_dict()) + b"\n")
+
     def _append(self, run_id: str, line: bytes) -> None:
         if self.backend.supports_append:
             self.backend.append(run_key(run_id, MANIFEST), line)

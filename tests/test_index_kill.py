@@ -13,6 +13,7 @@ import pytest
 
 from cas.index import RunIndex
 from cas.index_rows import FILES, Pointer
+from cas.objects import is_temp_name
 from cas.repository import Repository
 
 WRITER = """
@@ -20,6 +21,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from cas.index import RunIndex
 from cas.index_rows import FILES, Pointer
+from cas.objects import is_temp_name
 from cas.model import ArtifactOutcome, ExecutionResult, Message
 from cas.repository import Repository
 
@@ -69,6 +71,7 @@ def test_sigkill_during_saves_and_index_writes_loses_nothing(tmp_path: Path) -> 
     # Files a killed writer left unnamed are swept by the next compaction.
     RunIndex(repo).compact()
     names = set(Pointer.read(repo.backend).names)
-    left = {key.rsplit("/", 1)[-1].split(".", 1)[0] for key in repo.backend.list(FILES)}
+    files = [key.rsplit("/", 1)[-1] for key in repo.backend.list(FILES)]
+    left = {name.split(".", 1)[0] for name in files if not is_temp_name(name)}
     assert left == names
     assert [row.run_id for row in repo.list_runs()] == _expected(repo)

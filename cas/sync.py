@@ -1,0 +1,338 @@
+"""Copy runs between repositories (``cas push`` and ``cas pull``), in a safe order.
+
+`transfer` first plans: for each run it reads the source's result and entries and,
+if the destination has the run folder, the destination's. A run complete on both
+sides with the same result and entries is skipped; one that differs is a
+`ConflictError` raised before anything is written. A run whose folder holds only
+some of the source's entries and no result (an interrupted sync) is completed.
+
+Then it writes, in this order, so a reader of the destination never sees a run
+whose payloads are missing (I1, I16 and I2 across repositories):
+
+1. the payloads the destination lacks, found with batched `ObjectStore.missing`
+   calls (a listing per busy shard on object stores), copied by a bounded pool of
+   threads; each read re-hashes, whole objects are written under their key and
+   chunked payloads through the destination's `PayloadStore.put` (chunks, then the
+   list);
+2. per run: the entries the destination lacks, in the source's order, byte for byte
+   (envelope and ``saved_at`` kept); ``runbook.yaml``; then the execution result
+   through `ExecutionStore.save`, which syncs the manifest and leaves the index
+   pending mark before the result.
+
+Running again after an interruption sends only what is left: payloads already
+there are found by the listing, entries already there are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from cas.digest import Digest
+from cas.errors import CasError, ConflictError, NotFoundError
+from cas.index_rows import RunQuery, aware
+from cas.model import ArtifactEntry, ExecutionResult
+from cas.objects import FsspecBackend, compress
+from cas.repository import Repository
+from cas.stores import run_key
+
+RUNBOOK = "runbook.yaml"
+DEFAULT_WORKERS = 8
+
+Progress = Callable[[int, int, int], None]
+"""Called with (payloads copied, payloads to copy, bytes written) as the copy goes."""
+
+
+@dataclass
+class SyncResult:
+    """What a transfer did."""
+
+    runs_sent: list[str] = field(default_factory=list)
+    runs_skipped: dict[str, str] = field(default_factory=dict)  # run id -> reason
+    objects_sent: int = 0  # objects and chunks written
+    objects_present: int = 0  # payloads the destination already held
+    bytes_sent: int = 0  # stored (compressed) bytes written for payloads
+    requests: int | None = None  # S3 requests made, when either side is S3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runs_sent": self.runs_sent,
+            "runs_skipped": self.runs_skipped,
+            "objects_sent": self.objects_sent,
+            "objects_present": self.objects_present,
+            "bytes_sent": self.bytes_sent,
+            "requests": self.requests,
+        }
+
+
+@dataclass
+class _Plan:
+    run_id: str
+    result: ExecutionResult
+    entries: dict[str, ArtifactEntry]
+    dest_entries: dict[str, ArtifactEntry]
+
+
+def select_runs(repo: Repository, since: datetime | None = None) -> list[str]:
+    """Every run folder of `repo`, or (with `since`) the runs started at or after it."""
+    if since is None:
+        return repo.run_ids()
+    return sorted(row.run_id for row in repo.list_runs(RunQuery(since=aware(since))))
+
+
+def transfer(
+    source: Repository,
+    dest: Repository,
+    run_ids: Iterable[str],
+    *,
+    workers: int = DEFAULT_WORKERS,
+    progress: Progress | None = None,
+) -> SyncResult:
+    """Copy `run_ids` from `source` to `dest`: payloads, then entries, then results."""
+    outcome = SyncResult()
+    with _count_requests(source, dest) as counter:
+        plans = _plan(source, dest, run_ids, outcome)
+        _copy_payloads(source, dest, plans, outcome, workers=workers, progress=progress)
+        for plan in plans:
+            _write_run(source, dest, plan)
+            outcome.runs_sent.append(plan.run_id)
+    outcome.requests = counter()
+    return outcome
+
+
+def _entry_dicts(entries: dict[str, ArtifactEntry]) -> dict[str, dict[str, Any]]:
+    return {name: entry.to_dict() for name, entry in entries.items()}
+
+
+def _plan(
+    source: Repository, dest: Repository, run_ids: Iterable[str], outcome: SyncResult
+) -> list[_Plan]:
+    """Decide what each run needs; every conflict is found before the first write."""
+    present = set(dest.run_ids())
+    plans: list[_Plan] = []
+    for run_id in dict.fromkeys(run_ids):
+        try:
+            result = source.executions.get(run_id)
+        except NotFoundError:
+            outcome.runs_skipped[run_id] = "no result yet"
+            continue
+        if result.status == "running":
+            outcome.runs_skipped[run_id] = "still running"
+            continue
+        entries = source.artifacts.entries(run_id)
+        dest_entries: dict[str, ArtifactEntry] = {}
+        dest_result: ExecutionResult | None = None
+        if run_id in present:
+            with contextlib.suppress(NotFoundError):
+                dest_result = dest.executions.get(run_id)
+            dest_entries = dest.artifacts.entries(run_id)
+        mine, theirs = _entry_dicts(entries), _entry_dicts(dest_entries)
+        if dest_result is not None:
+            if dest_result.to_dict() == result.to_dict() and mine == theirs:
+                outcome.runs_skipped[run_id] = "already present"
+                continue
+            raise ConflictError(
+                f"run {run_id!r} exists in {dest.url} with a different "
+                f"{'result' if dest_result.to_dict() != result.to_dict() else 'manifest'}: "
+                "refusing to overwrite it"
+            )
+        for name, entry in theirs.items():
+            if mine.get(name) != entry:
+                raise ConflictError(
+                    f"run {run_id!r} exists in {dest.url} with a different entry for "
+                    f"artifact {name!r}: refusing to overwrite it"
+                )
+        plans.append(_Plan(run_id, result, entries, dest_entries))
+    return plans
+
+
+def _copy_payloads(
+    source: Repository,
+    dest: Repository,
+    plans: list[_Plan],
+    outcome: SyncResult,
+    *,
+    workers: int,
+    progress: Progress | None,
+) -> None:
+    threshold = dest.payloads.threshold
+    sizes: dict[Digest, int] = {}
+    for plan in plans:
+        for entry in plan.entries.values():
+            sizes[entry.digest] = entry.size
+    whole = [d for d, size in sizes.items() if size < threshold]
+    chunked = [d for d, size in sizes.items() if size >= threshold]
+    missing_whole = dest.payloads.objects.missing(whole)
+    missing_chunked = dest.payloads.lists.missing(chunked)
+    outcome.objects_present = len(sizes) - len(missing_whole) - len(missing_chunked)
+    # One batched `missing` over the chunks of every list to copy, not a check per chunk.
+    layouts = {d: source.payloads.chunk_sizes(d) for d in sorted(missing_chunked)}
+    missing_chunks = dest.payloads.chunks.missing(c for cs in layouts.values() for c, _ in cs)
+    copier = _Copier(
+        source, dest, sizes=sizes, layouts=layouts, missing_chunks=missing_chunks, progress=progress
+    )
+    copier.total = len(missing_whole) + len(missing_chunked)
+    if progress is not None:
+        progress(0, copier.total, 0)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(copier.copy_whole, d) for d in sorted(missing_whole)]
+        futures += [pool.submit(copier.copy_chunked, d) for d in sorted(missing_chunked)]
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in finished:
+            error = future.exception()
+            if error is not None:
+                for other in futures:
+                    other.cancel()
+                raise error
+    outcome.objects_sent, outcome.bytes_sent = copier.objects, copier.stored
+
+
+class _Copier:
+    """The copy of one payload, run in the pool; counts what it writes."""
+
+    def __init__(
+        self,
+        source: Repository,
+        dest: Repository,
+        *,
+        sizes: dict[Digest, int],
+        layouts: dict[Digest, list[tuple[Digest, int]]],
+        missing_chunks: set[Digest],
+        progress: Progress | None,
+    ) -> None:
+        self.source, self.dest = source, dest
+        self.sizes, self.layouts, self.missing_chunks = sizes, layouts, missing_chunks
+        self.progress = progress
+        self.once = _Once()
+        self.lock = threading.Lock()
+        self.total = self.copied = self.objects = self.stored = 0
+
+    def copy_whole(self, digest: Digest) -> None:
+        stored = compress(self.source.payloads.get(digest, self.sizes[digest]))  # re-hashes
+        self.dest.backend.write(self.dest.payloads.objects.key(digest), stored)
+        self._finished(1, len(stored))
+
+    def copy_chunked(self, digest: Digest) -> None:
+        """The missing chunks (each written by one thread only), then the list (I16)."""
+        payload = self.source.payloads.get(digest, self.sizes[digest])  # chunks, then whole
+        layout = self.layouts[digest]
+        pieces: list[tuple[Digest, bytes]] = []
+        offset = 0
+        for chunk, size in layout:
+            pieces.append((chunk, payload[offset : offset + size]))
+            offset += size
+        written = stored = 0
+        wanted = [(c, piece) for c, piece in pieces if c in self.missing_chunks]
+        for chunk, piece in wanted:
+            if self.once.claim(chunk):
+                try:
+                    data = compress(piece)
+                    self.dest.backend.write(self.dest.payloads.chunks.key(chunk), data)
+                except BaseException:
+                    self.once.release(chunk, ok=False)
+                    raise
+                self.once.release(chunk, ok=True)
+                written, stored = written + 1, stored + len(data)
+        for chunk, _ in wanted:  # chunks another thread claimed must be durable first
+            self.once.wait(chunk)
+        record = {"size": len(payload), "chunks": [[c.hex, n] for c, n in layout]}
+        listed = compress(orjson.dumps(record))
+        self.dest.backend.write(self.dest.payloads.lists.key(digest), listed)
+        self._finished(written, stored + len(listed))
+
+    def _finished(self, objects: int, stored: int) -> None:
+        with self.lock:
+            self.copied += 1
+            self.objects += objects
+            self.stored += stored
+            if self.progress is not None:
+                self.progress(self.copied, self.total, self.stored)
+
+
+class _Once:
+    """Chunks shared by payloads copied in parallel: written by one thread, awaited by all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[Digest, threading.Event] = {}
+        self._failed: set[Digest] = set()
+
+    def claim(self, digest: Digest) -> bool:
+        """True for the one caller that must write `digest`."""
+        with self._lock:
+            if digest in self._events:
+                return False
+            self._events[digest] = threading.Event()
+            return True
+
+    def release(self, digest: Digest, *, ok: bool) -> None:
+        with self._lock:
+            if not ok:
+                self._failed.add(digest)
+            self._events[digest].set()
+
+    def wait(self, digest: Digest) -> None:
+        """Return once `digest` is written; raise if its writer failed."""
+        with self._lock:
+            event = self._events[digest]
+        event.wait()
+        if digest in self._failed:
+            raise CasError(f"chunk {digest.hex} was not written: its writer failed")
+
+
+def _write_run(source: Repository, dest: Repository, plan: _Plan) -> None:
+    """Entries the destination lacks (in order), the runbook, then the result."""
+    for name, entry in plan.entries.items():
+        have = plan.dest_entries.get(name)
+        if have is None or have.to_dict() != entry.to_dict():
+            dest.artifacts.append_entry(plan.run_id, entry)
+    try:
+        runbook: bytes | None = source.backend.read(run_key(plan.run_id, RUNBOOK))
+    except NotFoundError:
+        runbook = None
+    if runbook is not None:
+        dest.backend.write(run_key(plan.run_id, RUNBOOK), runbook)
+    dest.executions.save(plan.run_id, plan.result)  # syncs the manifest, marks the index
+
+
+@contextlib.contextmanager
+def _count_requests(*repos: Repository) -> Iterator[Callable[[], int | None]]:
+    """Count the HTTP requests the S3 clients of `repos` send (botocore ``before-send``)."""
+    clients: dict[int, Any] = {}
+    for repo in repos:
+        backend = repo.backend
+        if isinstance(backend, FsspecBackend) and "s3" in _protocols(backend.fs):
+            with contextlib.suppress(Exception):
+                client = backend.fs.s3
+                clients[id(client)] = client
+    if not clients:
+        yield lambda: None
+        return
+    count = [0]
+    lock = threading.Lock()
+
+    def on_send(**_: Any) -> None:
+        with lock:
+            count[0] += 1
+
+    handler_id = f"cas-sync-{uuid.uuid4().hex}"
+    for client in clients.values():
+        client.meta.events.register("before-send.s3", on_send, unique_id=handler_id)
+    try:
+        yield lambda: count[0]
+    finally:
+        for client in clients.values():
+            client.meta.events.unregister("before-send.s3", unique_id=handler_id)
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
