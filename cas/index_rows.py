@@ -43,8 +43,16 @@ def pending_key(run_id: str) -> str:
 
 
 def mark_pending(backend: Backend, run_id: str) -> None:
-    """Record that `run_id` needs indexing: one tiny write, no pyarrow."""
-    backend.write(pending_key(run_id), b"")
+    """Record that `run_id` needs indexing: one tiny write, no pyarrow.
+
+    A mark is a hint, not a record: on a local folder it is created without fsync
+    (a temp file, fsync and rename would cost a run about a millisecond), since a
+    mark lost in a power cut only means `cas index check` finds the run instead.
+    """
+    if isinstance(backend, LocalBackend):
+        backend.touch(pending_key(run_id))
+    else:
+        backend.write(pending_key(run_id), b"")
 
 
 def aware(value: datetime | None) -> datetime | None:

@@ -119,6 +119,16 @@ class LocalBackend:
         if self.fsync:
             _fsync_dir(folder)
 
+    def touch(self, key: str) -> None:
+        """Create an empty file at `key` if absent, without fsync (for hints only)."""
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            self._make_folders(os.path.dirname(path))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.close(fd)
+
     def read(self, key: str) -> bytes:
         try:
             with open(self._path(key), "rb") as file:
