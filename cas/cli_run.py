@@ -54,29 +54,28 @@ def execute(
 
     if resume is None:
         assert runbook_path is not None, "the command checks that a runbook is given"
-        repo, steps, kept = _prepare_new(location, runbook_path)
+        repo, steps = _prepare_new(location, runbook_path)
         run_id = None
     else:
-        repo, steps, kept, run_id = _prepare_resume(location, runbook_path, resume)
-    with StepDisplay(steps, enabled=progress, kept=kept) as display:
+        repo, steps, run_id = _prepare_resume(location, runbook_path, resume)
+    with StepDisplay(steps, enabled=progress) as display:  # a resume reports "kept" steps
         executor = Executor(repo, steps, use_cache=use_cache, on_event=display.event)
         report = executor.run() if run_id is None else executor.resume(run_id)
-    # The display guessed what a resume keeps; the report says what it kept.
     return Executed(repo, steps, report, resumed=run_id is not None, kept=frozenset(report.kept))
 
 
-def _prepare_new(location: str | None, path: Path) -> tuple[Repository, Plan, frozenset[str]]:
+def _prepare_new(location: str | None, path: Path) -> tuple[Repository, Plan]:
     from cas.planner import plan
     from cas.repository import Repository
     from cas.runbook import load_runbook
 
     steps = plan(load_runbook(path))  # before any write: a bad runbook leaves no trace
-    return Repository.init(location), steps, frozenset()
+    return Repository.init(location), steps
 
 
 def _prepare_resume(
     location: str | None, path: Path | None, resume: str
-) -> tuple[Repository, Plan, frozenset[str], str]:
+) -> tuple[Repository, Plan, str]:
     from cas.planner import plan
     from cas.repository import Repository
     from cas.runbook import load_runbook
@@ -84,9 +83,7 @@ def _prepare_resume(
     repo = Repository.open(location)
     run_id = repo.resolve_run(resume)
     steps = plan(stored_runbook(repo, run_id) if path is None else load_runbook(path))
-    previous, saved = repo.executions.get(run_id), repo.artifacts.entries(run_id)
-    kept = (a for a, o in previous.artifacts.items() if o.status == "completed" and a in saved)
-    return repo, steps, frozenset(kept), run_id  # for the display until the report says
+    return repo, steps, run_id
 
 
 def stored_runbook(repo: Repository, run_id: str) -> Runbook:
@@ -188,11 +185,11 @@ class StepDisplay:
     thread renders, so both go through one lock. Disabled, it does nothing.
     """
 
-    def __init__(self, plan: Plan, *, enabled: bool, kept: frozenset[str] = frozenset()) -> None:
+    def __init__(self, plan: Plan, *, enabled: bool) -> None:
         self.enabled = enabled
         self.order = plan.order
         self.kinds = {a: step.spec.type or step.spec.kind for a, step in plan.steps.items()}
-        self.state = {a: ("kept", "") for a in kept if a in plan.steps}
+        self.state: dict[str, tuple[str, str]] = {}
         self.spinners: dict[str, Spinner] = {}
         self.lock = threading.Lock()
         self.live: Any = None

@@ -139,6 +139,7 @@ class Executor:
             state.messages[artifact_id] = message
             state.digests[artifact_id] = entry.digest.hex
             state.kept.add(artifact_id)
+            self.on_event("kept", artifact_id, "")
 
     def _claim(self, run_id: str) -> None:
         key = run_key(run_id, OWNER)
