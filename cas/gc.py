@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from cas.digest import Digest, is_digest_prefix, unseal
 from cas.errors import CasError, IntegrityError, InvalidInputError, NotFoundError
 from cas.ids import is_valid_id
 from cas.index_rows import pending_key
-from cas.objects import TEMP_SUFFIX, Backend, LocalBackend, is_temp_name, list_times
+from cas.objects import Backend, LocalBackend, is_temp_name, list_times
 from cas.payloads import CHUNKS, LISTS
 from cas.repository import Repository, RunInfo
 from cas.stores import RESULT, RUNS, run_key
@@ -346,9 +345,7 @@ def _delete_temporaries(backend: Backend, found: list[tuple[str, int]], result: 
         return 0
     removed = 0
     for key, size in found:
-        folder, name = key.rsplit("/", 1)
-        with contextlib.suppress(FileNotFoundError):
-            (Path(backend._path(folder)) / name).unlink()
+        if backend.delete_temporary(key):
             removed += 1
             result.bytes_freed += size
     return removed
@@ -420,16 +417,10 @@ class _Sweeper:
     def _local(self, key: str, size: int) -> bool:
         """Rename away, then look at the mtime: a writer's renewal puts it back."""
         assert isinstance(self.backend, LocalBackend)
-        path = Path(self.backend._path(key))
-        trash = path.with_name(f".{path.name}.gc-{secrets.token_hex(4)}{TEMP_SUFFIX}")
-        try:
-            path.rename(trash)
-        except FileNotFoundError:
+        deleted = self.backend.delete_if_older(key, self.cutoff)
+        if not deleted:
+            if deleted is False:  # renewed by a dedup hit in between: kept
+                self.result.rescued += 1
             return False
-        if trash.stat().st_mtime >= self.cutoff:
-            trash.replace(path)  # renewed by a dedup hit in between: keep it
-            self.result.rescued += 1
-            return False
-        trash.unlink()
         self.result.bytes_freed += size
         return True

@@ -119,6 +119,47 @@ class LocalBackend:
         if self.fsync:
             _fsync_dir(folder)
 
+    def renew(self, key: str) -> bool:
+        """Set `key`'s mtime to now; False if it is absent (atomic against `delete_if_older`)."""
+        try:
+            os.utime(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return True
+
+    def delete_if_older(self, key: str, cutoff: float) -> bool | None:
+        """Delete `key` unless its mtime is at or after `cutoff`.
+
+        True: deleted; False: kept, as renewed; None: it was not there.
+
+        The file is renamed away first and its mtime read after: a `renew` that came
+        before the rename is seen (the file is put back), one after it fails, so the
+        renewer writes the file again. There is no moment where both miss.
+        """
+        path = self._path(key)
+        folder, name = os.path.split(path)
+        trash = f"{folder}{os.sep}.{name}.gc-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return None
+        if os.stat(trash).st_mtime >= cutoff:
+            os.replace(trash, path)
+            return False
+        os.unlink(trash)
+        return True
+
+    def delete_temporary(self, key: str) -> bool:
+        """Remove a temporary left by an interrupted write (its name fails `check_key`)."""
+        folder, name = key.rsplit("/", 1)
+        if not is_temp_name(name):
+            raise InvalidInputError(f"not a temporary: {key!r}")
+        try:
+            os.unlink(f"{self._path(folder)}{os.sep}{name}")
+        except FileNotFoundError:
+            return False
+        return True
+
     def touch(self, key: str) -> None:
         """Create an empty file at `key` if absent, without fsync (for hints only)."""
         path = self._path(key)
@@ -335,11 +376,7 @@ def refresh(backend: Backend, key: str) -> bool:
     (docs/design.md §10).
     """
     if isinstance(backend, LocalBackend):
-        try:
-            os.utime(backend._path(key))
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        return True
+        return backend.renew(key)
     return backend.exists(key)
 
 
