@@ -19,7 +19,7 @@ import orjson
 import typer
 from typer.core import TyperGroup
 
-from cas import cli_export, cli_gc, cli_query, cli_sync
+from cas import cli_export, cli_gc, cli_query, cli_serve, cli_sync
 from cas import cli_render as render
 from cas.cli_index import check_status, emit_runs, index_app, parse_when
 from cas.errors import (
@@ -448,6 +448,7 @@ cli_export.register(app, _open, _resolve_run)  # cas diff, cas export
 cli_sync.register(app, _open, _init)  # cas remote add/list/remove, cas push, cas pull
 cli_query.register(app, _open)  # cas query
 cli_gc.register(app, _open, _resolve_run)  # cas gc
+cli_serve.register(app)  # cas serve, cas token create/list/revoke
 
 
 def main() -> None:

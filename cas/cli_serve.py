@@ -1,0 +1,212 @@
+"""``cas serve`` (the read-only HTTP API, `cas.api`) and ``cas token create|list|revoke``.
+
+The global ``--repo`` names the deployment root: tenant ``T``'s repository is
+``{root}/tenants/T`` and the tokens live in ``{root}/tokens.json`` (or in
+PostgreSQL with ``--execution-store``). See docs/deployment.md. uvicorn and
+starlette are imported only when ``cas serve`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cas import cli_render as render
+from cas.errors import RepositoryError
+
+if TYPE_CHECKING:
+    from cas.deployment import Deployment
+    from cas.tokens import TokenInfo, TokenStore
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
+EndpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint-url",
+        envvar="CAS_ENDPOINT_URL",
+        metavar="URL",
+        help="S3 endpoint of the deployment root (MinIO, R2, a test server).",
+    ),
+]
+ExecutionStoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--execution-store",
+        envvar="CAS_EXECUTION_STORE",
+        metavar="DSN",
+        help="postgresql://... holding runs, manifests and tokens; default: the object store.",
+    ),
+]
+
+token_app = typer.Typer(
+    help="Create, list and revoke the API's bearer tokens (stored hashed).",
+    no_args_is_help=True,
+)
+
+
+def _root(ctx: typer.Context, *, json: bool) -> str:
+    """The deployment root (global ``--repo``); records the output mode for errors."""
+    from cas.repository import default_location
+
+    state = ctx.obj
+    if state is not None:
+        state.json = json  # `cas.cli._State`: errors under --json are JSON
+    location: str | None = getattr(state, "location", None)
+    return location or default_location()
+
+
+def deployment(
+    ctx: typer.Context,
+    *,
+    json: bool,
+    endpoint_url: str | None,
+    execution_store: str | None,
+    token_cache: float = 0.0,
+) -> Deployment:
+    """The deployment the options describe; a local root must be an existing folder."""
+    from cas.deployment import Deployment
+
+    root = _root(ctx, json=json)
+    if "://" not in root and not Path(root).is_dir():
+        raise RepositoryError(f"no deployment root at {root!r}: expected a folder (or a URL)")
+    return Deployment.configure(
+        root,
+        endpoint_url=endpoint_url,
+        execution_store=execution_store,
+        token_cache_seconds=token_cache,
+    )
+
+
+def _tokens(
+    ctx: typer.Context, json: bool, endpoint_url: str | None, execution_store: str | None
+) -> TokenStore:
+    found = deployment(ctx, json=json, endpoint_url=endpoint_url, execution_store=execution_store)
+    return found.tokens
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` and the ``token`` group to `app`."""
+    app.command()(serve)
+    app.add_typer(token_app, name="token")
+
+
+def serve(
+    ctx: typer.Context,
+    *,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
+    endpoint_url: EndpointOption = None,
+    execution_store: ExecutionStoreOption = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes.")] = 1,
+    token_cache: Annotated[
+        float,
+        typer.Option(
+            "--token-cache",
+            min=0,
+            metavar="SECONDS",
+            help="Reuse the token list this long (a revocation takes up to this long).",
+        ),
+    ] = 0.0,
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="Log every request.")
+    ] = True,
+) -> None:
+    """Serve the read-only HTTP API (see docs/deployment.md) until interrupted."""
+    import uvicorn
+
+    found = deployment(
+        ctx,
+        json=False,
+        endpoint_url=endpoint_url,
+        execution_store=execution_store,
+        token_cache=token_cache,
+    )
+    found.tokens.list()  # fail now, not on the first request, if the tokens are unreadable
+    os.environ.update(_environment(found.root, endpoint_url, execution_store, token_cache))
+    typer.echo(f"serving {found.root} on http://{host}:{port} ({workers} workers)", err=True)
+    uvicorn.run(
+        "cas.api:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+    )
+
+
+def _environment(
+    root: str, endpoint_url: str | None, execution_store: str | None, token_cache: float
+) -> dict[str, str]:
+    """What `cas.api.app_from_environment` reads in each worker."""
+    return {
+        "CAS_SERVE_ROOT": root,
+        "CAS_ENDPOINT_URL": endpoint_url or "",
+        "CAS_EXECUTION_STORE": execution_store or "",
+        "CAS_TOKEN_CACHE_SECONDS": str(token_cache),
+    }
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Argument(metavar="TENANT", help="The tenant it reads (id rule).")],
+    *,
+    name: Annotated[str, typer.Option("--name", help="A label, e.g. who holds it.")] = "",
+    endpoint_url: EndpointOption = None,
+    execution_store: ExecutionStoreOption = None,
+    json: JsonFlag = False,
+) -> None:
+    """Create a token for TENANT and print its secret: the only time it is shown."""
+    store = _tokens(ctx, json, endpoint_url, execution_store)
+    secret, info = store.create(tenant, name)
+    if json:
+        render.emit_json({**info.to_dict(), "secret": secret})
+        return
+    typer.echo(secret)
+    typer.echo(
+        f"created token {info.token_id} for tenant {info.tenant}: "
+        "keep the secret above, it is not shown again",
+        err=True,
+    )
+
+
+@token_app.command("list")
+def token_list(
+    ctx: typer.Context,
+    endpoint_url: EndpointOption = None,
+    execution_store: ExecutionStoreOption = None,
+    json: JsonFlag = False,
+) -> None:
+    """List tokens (never their secrets): id, tenant, name, created, revoked."""
+    found = _tokens(ctx, json, endpoint_url, execution_store).list()
+    if json:
+        render.emit_json([info.to_dict() for info in found])
+        return
+    for info in found:
+        typer.echo(_token_line(info))
+
+
+def _token_line(info: TokenInfo) -> str:
+    revoked = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
+    return (
+        f"{info.token_id}\t{info.tenant}\t{info.created_at:%Y-%m-%d %H:%M}\t{revoked}\t{info.name}"
+    )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    ctx: typer.Context,
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="The token id (tok_...).")],
+    endpoint_url: EndpointOption = None,
+    execution_store: ExecutionStoreOption = None,
+    json: JsonFlag = False,
+) -> None:
+    """Revoke a token: it stops authenticating (after a server's --token-cache at most)."""
+    info = _tokens(ctx, json, endpoint_url, execution_store).revoke(token_id)
+    if json:
+        render.emit_json(info.to_dict())
+        return
+    typer.echo(f"revoked token {info.token_id} of tenant {info.tenant}")
