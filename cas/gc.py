@@ -179,6 +179,8 @@ def forget_runs(repo: Repository, run_ids: Sequence[str]) -> None:
     """Remove runs: result first, then the rest of each folder, then their index rows."""
     backend = repo.backend
     for run_id in run_ids:
+        if repo.records is not None:  # PostgreSQL: result and entries in one transaction
+            repo.records.delete_run(run_id)
         backend.delete([run_key(run_id, RESULT)])  # from here on the run is not listed
         rest = [key for key in backend.list(f"{RUNS}/{run_id}") if not key.endswith(RESULT)]
         backend.delete(rest)
@@ -295,6 +297,7 @@ def collect(
     # mark: stamps are taken a second early, so a coarse file-system clock cannot hide a write
     mark_start = time.time() - 1.0
     cutoff = mark_start - policy.grace.total_seconds()
+    position = repo.records.position() if repo.records is not None else 0
     remaining = [run_id for run_id in repo.run_ids() if run_id not in set(removed)]
     result.runs_kept = len(remaining)
     marked: set[Digest] = set()
@@ -307,7 +310,11 @@ def collect(
     chunks = _listing(backend, CHUNKS, cutoff)
 
     # re-check: entries written since the mark started (a dedup hit on an old object)
-    _named(repo, _runs_changed_since(backend, mark_start, set(remaining)) - set(removed), marked)
+    if repo.records is not None:  # entries saved since the mark, and runs it did not see
+        changed = repo.records.saved_after(position) | set(repo.run_ids()) - set(remaining)
+    else:
+        changed = _runs_changed_since(backend, mark_start, set(remaining))
+    _named(repo, changed - set(removed), marked)
 
     dead_objects = _candidates(objects, marked, cutoff, result)
     dead_lists = _candidates(lists, marked, cutoff, result)

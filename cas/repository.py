@@ -8,27 +8,57 @@ manifest entries, then (after the manifest is durable) the execution result.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from cas.digest import CANONICAL_VERSION, DIGEST_ALGORITHM, Digest, is_digest_prefix
 from cas.errors import AmbiguousError, InvalidInputError, NotFoundError, RepositoryError
-from cas.ids import check_run_id, is_valid_id
+from cas.ids import check_run_id, check_tenant, is_valid_id
 from cas.index_rows import RunQuery, RunRow, mark_pending
 from cas.model import ExecutionResult
 from cas.objects import Backend, open_backend
 from cas.owner import OWNER, is_alive, read_owner
 from cas.payloads import PayloadStore
 from cas.schemas import SchemaRegistry
-from cas.stores import RUNS, BackendArtifactStore, BackendExecutionStore, run_key
+from cas.stores import (
+    RUNS,
+    BackendArtifactStore,
+    BackendExecutionStore,
+    ExecutionStore,
+    ManifestStore,
+    run_key,
+)
 
 DEFAULT_LOCATION = ".waivern"
 FORMAT = "cas-repository/1"
 CONFIG = "config.json"
 MIN_PREFIX = 4
+DEFAULT_TENANT = "default"
+
+
+class RunRecords(ExecutionStore, ManifestStore, Protocol):
+    """Results and manifest entries kept outside the object store (`cas.pgstore`)."""
+
+    @property
+    def url(self) -> str:
+        """Where the records are (no password)."""
+
+    def query_runs(self, query: RunQuery) -> list[RunRow]:
+        """The runs passing `query`, newest first (`Repository.list_runs`)."""
+
+
+def open_records(execution_store: str, tenant: str | None) -> RunRecords:
+    """The execution store named by a ``postgresql://`` URL, scoped to `tenant`."""
+    if not execution_store.startswith(("postgresql://", "postgres://")):
+        raise InvalidInputError(
+            f"invalid execution store {execution_store[:80]!r}: expected a postgresql:// URL"
+        )
+    from cas.pgstore import PostgresStore
+
+    return PostgresStore(execution_store, check_tenant(tenant or DEFAULT_TENANT))
 
 
 def default_location() -> str:
@@ -60,22 +90,33 @@ class RunInfo:
 class Repository:
     """Stores, schemas and config of one repository root."""
 
-    def __init__(self, backend: Backend, config: dict[str, Any]) -> None:
+    def __init__(
+        self, backend: Backend, config: dict[str, Any], records: RunRecords | None = None
+    ) -> None:
         self.backend = backend
         self.config = config
         self.payloads = PayloadStore(backend)
         self.objects = self.payloads.objects
         self.schemas = SchemaRegistry(backend, config.get("schema_packages", []))
-        self.artifacts = BackendArtifactStore(backend, self.payloads, self.schemas)
-        self.executions = BackendExecutionStore(backend, before_save=self._before_result)
+        # With `records` (PostgreSQL), results and entries live there; objects stay here.
+        self.records = records
+        self.artifacts = BackendArtifactStore(backend, self.payloads, self.schemas, records)
+        self.executions: ExecutionStore = (
+            records
+            if records is not None
+            else BackendExecutionStore(backend, before_save=self._before_result)
+        )
 
     def _before_result(self, run_id: str) -> None:
         """Make the manifest durable, then mark the run for the index (see `cas.index`).
 
+        On object stores the segments this process wrote for the run are merged into
+        ``manifest.jsonl`` first (I25), so a finished run reads with a listing and a GET.
         The mark goes before the result so a crash between the result and the index
         leaves it behind: the next `RunIndex.sync` finds the run without a scan.
         """
         self.artifacts.sync(run_id)
+        self.artifacts.merge(run_id)
         mark_pending(self.backend, run_id)
 
     @property
@@ -84,12 +125,23 @@ class Repository:
 
     @classmethod
     def init(
-        cls, location: str | None = None, *, fsync: bool = True, **storage_options: Any
+        cls,
+        location: str | None = None,
+        *,
+        fsync: bool = True,
+        execution_store: str | None = None,
+        tenant: str | None = None,
+        **storage_options: Any,
     ) -> Repository:
-        """Open the repository at `location`, creating it first if it does not exist."""
+        """Open the repository at `location`, creating it first if it does not exist.
+
+        With `execution_store` (a ``postgresql://`` URL) results and manifest entries
+        are kept in that database, scoped to `tenant` (default ``default``).
+        """
+        records = open_records(execution_store, tenant) if execution_store else None
         backend = open_backend(location or default_location(), fsync=fsync, **storage_options)
         try:
-            return cls(backend, _read_config(backend))
+            return cls(backend, _read_config(backend), records)
         except NotFoundError:
             pass
         config = {
@@ -100,24 +152,33 @@ class Repository:
             "schema_packages": [],
         }
         backend.write(CONFIG, orjson.dumps(config, option=orjson.OPT_INDENT_2))
-        return cls(backend, config)
+        return cls(backend, config, records)
 
     @classmethod
     def open(
-        cls, location: str | None = None, *, fsync: bool = True, **storage_options: Any
+        cls,
+        location: str | None = None,
+        *,
+        fsync: bool = True,
+        execution_store: str | None = None,
+        tenant: str | None = None,
+        **storage_options: Any,
     ) -> Repository:
-        """Open an existing repository; `RepositoryError` if there is none."""
+        """Open an existing repository; `RepositoryError` if there is none (see `init`)."""
         location = location or default_location()
+        records = open_records(execution_store, tenant) if execution_store else None
         backend = open_backend(location, fsync=fsync, **storage_options)
         try:
-            return cls(backend, _read_config(backend))
+            return cls(backend, _read_config(backend), records)
         except NotFoundError:
             raise RepositoryError(
                 f"no repository at {location!r}: run 'cas init' first (or set --repo / CAS_REPO)"
             ) from None
 
     def run_ids(self) -> list[str]:
-        """Every run folder, with or without a result, sorted."""
+        """Every run folder (or run in `records`), with or without a result, sorted."""
+        if self.records is not None:
+            return self.records.run_ids()
         return sorted(name for name in self.backend.children(RUNS) if is_valid_id(name))
 
     def run_info(self, run_id: str) -> RunInfo:
@@ -137,10 +198,7 @@ class Repository:
         it only after the final one, so a running result without a live owner was
         left by a crash: listings show it as `interrupted`, and it can be resumed.
         """
-        if result.status != "running":
-            return False
-        owner = read_owner(self.backend, run_key(result.run_id, OWNER))
-        return owner is None or not is_alive(owner)
+        return result.status == "running" and self._abandoned_run(result.run_id)
 
     def runs(self) -> list[RunInfo]:
         """Every run, newest first (runs without a result last)."""
@@ -154,11 +212,33 @@ class Repository:
         """Runs from the run index, newest first, filtered by `query` (see `cas.index`).
 
         Runs still ``running`` are included (read from the stores through their
-        pending marks); a run folder without any saved result is not.
+        pending marks); a run folder without any saved result is not. With `records`
+        (PostgreSQL) the query is answered there, in SQL.
         """
+        if self.records is not None:
+            return self._records_runs(self.records, query or RunQuery())
         from cas.index import RunIndex
 
         return RunIndex(self).runs(query)
+
+    def _records_runs(self, records: RunRecords, query: RunQuery) -> list[RunRow]:
+        """`list_runs` from `records`; a ``running`` run without a live executor shows
+        ``interrupted`` (so those two statuses are filtered after that check)."""
+        wide = query.status in ("running", "interrupted")
+        sql_query = replace(query, status=None, limit=None, offset=0) if wide else query
+        rows = []
+        for row in records.query_runs(sql_query):
+            abandoned = row.status == "running" and self._abandoned_run(row.run_id)
+            rows.append(replace(row, status="interrupted") if abandoned else row)
+        if not wide:
+            return rows
+        rows = [row for row in rows if row.status == query.status]
+        end = None if query.limit is None else query.offset + query.limit
+        return rows[query.offset : end]
+
+    def _abandoned_run(self, run_id: str) -> bool:
+        owner = read_owner(self.backend, run_key(run_id, OWNER))
+        return owner is None or not is_alive(owner)
 
     def resolve_run(self, text: str, exclude: str | None = None) -> str:
         """A run id from an exact id, a unique prefix, ``latest`` or ``latest~N`` (N back).

@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
@@ -63,6 +63,39 @@ class ExecutionStore(Protocol):
     def list_runs(self) -> list[str]:
         """Ids of every run with a stored result, sorted."""
 
+    def exists(self, run_id: str) -> bool:
+        """Whether `run_id` has a stored result."""
+
+
+@runtime_checkable
+class ManifestStore(Protocol):
+    """Run manifests kept outside the object backend (`cas.pgstore.PostgresStore`).
+
+    `BackendArtifactStore` delegates its entries to one when given: payloads stay in
+    the object store, entries go here. An `append` is durable when it returns.
+    """
+
+    def append(self, run_id: str, entry: ArtifactEntry) -> None:
+        """Record `entry` for `run_id`; it replaces an older entry of the same artifact id."""
+
+    def entries(self, run_id: str) -> dict[str, ArtifactEntry]:
+        """Artifact id → newest entry, in the order of those newest saves."""
+
+    def sync(self, run_id: str) -> None:
+        """Make every entry appended for `run_id` durable."""
+
+    def run_ids(self) -> list[str]:
+        """Every run with an entry or a result, sorted."""
+
+    def delete_run(self, run_id: str) -> None:
+        """Forget the run's entries (and result)."""
+
+    def position(self) -> int:
+        """A mark of the saves so far (for `saved_after`)."""
+
+    def saved_after(self, position: int) -> set[str]:
+        """Runs with an entry saved after `position`."""
+
 
 def run_key(run_id: str, name: str) -> str:
     """A file of a run's folder."""
@@ -85,11 +118,20 @@ class _Clock:
 class BackendArtifactStore:
     """`ArtifactStore` over a backend: payloads in a `PayloadStore`, manifests per run."""
 
-    def __init__(self, backend: Backend, payloads: PayloadStore, schemas: SchemaRegistry) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        payloads: PayloadStore,
+        schemas: SchemaRegistry,
+        manifests: ManifestStore | None = None,
+    ) -> None:
         self.backend = backend
         self.payloads = payloads
         self.schemas = schemas
+        self.manifests = manifests  # entries kept elsewhere (PostgreSQL); None: on the backend
         self._clock = _Clock()
+        self._unmerged: dict[str, dict[str, bytes]] = {}  # run id -> segments written, unmerged
+        self._merge_lock = threading.Lock()
 
     def save(self, run_id: str, artifact_id: str, message: Message) -> None:
         self.save_entry(run_id, artifact_id, message)
@@ -123,7 +165,10 @@ class BackendArtifactStore:
         # Everything is checked and serialised before the first write: bad input writes nothing.
         line = seal(entry.to_dict()) + b"\n"
         self.payloads.put(payload, digest, verify_existing=verify_existing)
-        self._append(run_id, line)
+        if self.manifests is not None:
+            self.manifests.append(run_id, entry)
+        else:
+            self._append(run_id, line)
         return entry
 
     def append_entry(self, run_id: str, entry: ArtifactEntry) -> None:
@@ -134,39 +179,94 @@ class BackendArtifactStore:
         """
         check_run_id(run_id)
         check_artifact_id(entry.artifact_id)
+        if self.manifests is not None:
+            self.manifests.append(run_id, entry)
+            return
         self._append(run_id, seal(entry.to_dict()) + b"\n")
 
     def _append(self, run_id: str, line: bytes) -> None:
         if self.backend.supports_append:
             self.backend.append(run_key(run_id, MANIFEST), line)
-        else:
-            name = f"{self._clock.next():020d}-{secrets.token_hex(4)}.jsonl"
-            self.backend.write(f"{run_key(run_id, SEGMENTS)}/{name}", line)
+            return
+        name = f"{self._clock.next():020d}-{secrets.token_hex(4)}.jsonl"
+        key = f"{run_key(run_id, SEGMENTS)}/{name}"
+        self.backend.write(key, line)
+        with self._merge_lock:  # kept for `merge`, which then need not read it back
+            self._unmerged.setdefault(run_id, {})[key] = line
+
+    def merge(self, run_id: str, entries: Iterable[ArtifactEntry] = ()) -> None:
+        """Add `entries` to the run's manifest and fold its segments into ``manifest.jsonl``.
+
+        Without append (S3, memory): one listing of the run's folder, then one PUT of
+        ``manifest.jsonl`` holding the old one, every segment in order and `entries`,
+        and only then one batch delete of those segments. Segments a crash (or a
+        delete that did not finish) leaves behind repeat lines the journal holds,
+        which readers and the next merge skip (I25). Without `entries` it does nothing unless this store wrote
+        segments of the run since its last merge (a result save calls it, so a
+        finished run reads with one listing and one GET). Where the backend appends,
+        or entries live elsewhere, `entries` are appended one by one.
+        Assumes one writer per run (the executor's owner record; push copies whole runs).
+        """
+        entries = list(entries)
+        if self.manifests is not None or self.backend.supports_append:
+            for entry in entries:
+                self.append_entry(run_id, entry)
+            return
+        check_run_id(run_id)
+        for entry in entries:
+            check_artifact_id(entry.artifact_id)
+        lines = [seal(entry.to_dict()) + b"\n" for entry in entries]  # all checked first (I9)
+        with self._merge_lock:
+            written = self._unmerged.pop(run_id, {})
+        if not lines and not written:
+            return
+        manifest = run_key(run_id, MANIFEST)
+        keys = self._manifest_keys(run_id)
+        segments = [key for key in keys if key != manifest]
+        if not lines and not segments:
+            return
+        kept = [line + b"\n" for _key, _number, line in _lines(self.backend, keys, written)]
+        self.backend.write(manifest, b"".join(kept + lines))
+        self.backend.delete(segments)
 
     def sync(self, run_id: str) -> None:
         """Make every record appended to the run's manifest durable."""
-        if self.backend.supports_append:
+        if self.manifests is not None:
+            self.manifests.sync(run_id)
+        elif self.backend.supports_append:
             self.backend.sync(run_key(run_id, MANIFEST))
 
     def entries(self, run_id: str) -> dict[str, ArtifactEntry]:
         """The run's manifest: artifact id → newest entry, in the order of those newest saves."""
+        if self.manifests is not None:
+            return self.manifests.entries(run_id)
         entries: dict[str, ArtifactEntry] = {}
-        for key in self._manifest_keys(run_id):
-            for record in _records(self.backend, key):
-                entry = ArtifactEntry.from_dict(record)
-                entries.pop(entry.artifact_id, None)
-                entries[entry.artifact_id] = entry
+        for record in _records(self.backend, self._manifest_keys(run_id)):
+            entry = ArtifactEntry.from_dict(record)
+            entries.pop(entry.artifact_id, None)
+            entries[entry.artifact_id] = entry
         return entries
 
     def _manifest_keys(self, run_id: str) -> list[str]:
-        keys = [run_key(run_id, MANIFEST)]
-        segments = self.backend.children(run_key(run_id, SEGMENTS))
-        keys += [
-            f"{run_key(run_id, SEGMENTS)}/{name}"
-            for name in sorted(segments)
-            if not is_temp_name(name)
-        ]
-        return keys
+        """``manifest.jsonl``, then the segments in save order (temporaries skipped).
+
+        Where the backend appends, the journal (absent reads as empty) and the listed
+        segments folder. Elsewhere one listing of the run's folder finds both, so a
+        merged run reads with that listing and one GET, and no GET of an absent key.
+        """
+        manifest, folder = run_key(run_id, MANIFEST), run_key(run_id, SEGMENTS)
+        if self.backend.supports_append:
+            names = self.backend.children(folder)
+            return [manifest, *(f"{folder}/{n}" for n in sorted(names) if not is_temp_name(n))]
+        found = set(self.backend.list(f"{RUNS}/{check_run_id(run_id)}"))
+        segments = sorted(
+            key
+            for key in found
+            if key.startswith(f"{folder}/")
+            and key.count("/") == 3
+            and not is_temp_name(key.rsplit("/", 1)[1])
+        )
+        return ([manifest] if manifest in found else []) + segments
 
     def entry(self, run_id: str, artifact_id: str) -> ArtifactEntry:
         """One artifact's manifest entry; `NotFoundError` if absent."""
@@ -189,15 +289,40 @@ class BackendArtifactStore:
         return sorted(self.entries(run_id))
 
 
-def _records(backend: Backend, key: str) -> list[dict[str, object]]:
-    """Sealed records of one manifest file; a torn last line (crash mid-append) is skipped."""
+def _read(backend: Backend, key: str) -> bytes:
+    """The bytes under `key`; empty if it is gone (a segment merged meanwhile)."""
     try:
-        data = backend.read(key)
+        return backend.read(key)
     except NotFoundError:
-        return []
-    lines = data.split(b"\n")
-    # A complete file ends with "\n", so its last piece is empty; anything else is torn.
-    return [unseal(line, f"{key}:{number}") for number, line in enumerate(lines[:-1], 1) if line]
+        return b""
+
+
+def _lines(
+    backend: Backend, keys: list[str], known: dict[str, bytes] | None = None
+) -> Iterator[tuple[str, int, bytes]]:
+    """``(key, line number, line)`` of every whole line of the manifest files `keys`.
+
+    A complete file ends with "\\n", so its last piece is empty; anything else is a
+    torn line (a crash mid-append) and is skipped. A segment line that the journal
+    (``manifest.jsonl``, listed first) already holds was merged into it by a merge
+    whose deletes did not all happen, and is skipped too (I25). `known` holds bytes
+    already in hand (segments this process wrote), read instead of the backend.
+    """
+    journal: set[bytes] = set()
+    for key in keys:
+        data = known[key] if known and key in known else _read(backend, key)
+        is_journal = key.endswith(f"/{MANIFEST}")
+        for number, line in enumerate(data.split(b"\n")[:-1], 1):
+            if is_journal:
+                journal.add(line)
+            if line and (is_journal or line not in journal):
+                yield key, number, line
+
+
+def _records(backend: Backend, keys: list[str]) -> Iterator[dict[str, object]]:
+    """Sealed records of a run's manifest files, in order (see `_lines`)."""
+    for key, number, line in _lines(backend, keys):
+        yield unseal(line, f"{key}:{number}")
 
 
 class BackendExecutionStore:

@@ -75,6 +75,17 @@ class _RepositorySuite(ContractTests):
     def repo(self, backend: Backend) -> Repository:
         return make_repository(backend)
 
+    def raw_state(self, repo: Repository) -> object:
+        """Everything the stores keep, read around them ("nothing was written" checks).
+
+        A subclass keeping records elsewhere (PostgreSQL) adds them to the backend's keys.
+        """
+        return key_listing(repo.backend)
+
+    def reopened(self, repo: Repository) -> Repository:
+        """The same repository as a restarted process would open it."""
+        return make_repository(reopen(repo.backend))
+
 
 class ArtifactStoreTests(_RepositorySuite):
     """The `ArtifactStore` contract (plus `BackendArtifactStore` extras). Override ``backend``."""
@@ -158,10 +169,10 @@ class ArtifactStoreTests(_RepositorySuite):
                 store.entry(run, artifact)
 
     def test_invalid_ids_refused_and_nothing_written(
-        self, store: BackendArtifactStore, backend: Backend
+        self, store: BackendArtifactStore, repo: Repository
     ) -> None:
         store.save("run-1", "a", sample_message())
-        before = key_listing(backend)
+        before = self.raw_state(repo)
         for bad in HOSTILE_IDS:
             with pytest.raises(InvalidIdError, match="run id"):
                 store.save(bad, "a", sample_message({"new": 1}))
@@ -173,16 +184,16 @@ class ArtifactStoreTests(_RepositorySuite):
                 store.get("run-1", bad)
             with pytest.raises(InvalidIdError):
                 store.list_artifacts(bad)
-        assert key_listing(backend) == before
+        assert self.raw_state(repo) == before
 
-    def test_non_message_refused(self, store: BackendArtifactStore, backend: Backend) -> None:
-        before = key_listing(backend)
+    def test_non_message_refused(self, store: BackendArtifactStore, repo: Repository) -> None:
+        before = self.raw_state(repo)
         with pytest.raises(InvalidInputError):
             store.save("run-1", "a", {"id": "m", "content": {}})  # type: ignore[arg-type]
-        assert key_listing(backend) == before
+        assert self.raw_state(repo) == before
 
     def test_schema_validation_enforced(
-        self, store: BackendArtifactStore, repo: Repository, backend: Backend
+        self, store: BackendArtifactStore, repo: Repository
     ) -> None:
         ref = SchemaRef("finding", "1.0.0")
         repo.schemas.add(
@@ -193,12 +204,12 @@ class ArtifactStoreTests(_RepositorySuite):
                 "properties": {"count": {"type": "integer", "minimum": 0}},
             },
         )
-        before = key_listing(backend)
+        before = self.raw_state(repo)
         with pytest.raises(SchemaValidationError) as caught:
             store.save("run-1", "a", sample_message({"count": -1}, schema=ref))
         assert caught.value.schema == str(ref)
         assert caught.value.path == "$.count"
-        assert key_listing(backend) == before
+        assert self.raw_state(repo) == before
         assert store.save_entry("run-1", "a", sample_message({"count": 1}, schema=ref)).validated
         unregistered = sample_message({"count": -1}, schema=SchemaRef("other", "1"))
         assert not store.save_entry("run-1", "b", unregistered).validated
@@ -266,10 +277,10 @@ class ArtifactStoreTests(_RepositorySuite):
         assert restarted.get("run-1", "c") == third
         assert restarted.get("run-1", "a") == first
 
-    def test_save_after_reopen(self, store: BackendArtifactStore, backend: Backend) -> None:
+    def test_save_after_reopen(self, store: BackendArtifactStore, repo: Repository) -> None:
         first, second = sample_message({"n": 1}), sample_message({"n": 2})
         store.save("run-1", "a", first)
-        restarted = make_repository(reopen(backend)).artifacts
+        restarted = self.reopened(repo).artifacts
         restarted.save("run-1", "b", second)
         assert store.get("run-1", "a") == first
         assert restarted.get("run-1", "b") == second
@@ -312,7 +323,7 @@ class ExecutionStoreTests(_RepositorySuite):
     """The `ExecutionStore` contract. Override the ``backend`` fixture."""
 
     @pytest.fixture
-    def store(self, repo: Repository) -> BackendExecutionStore:
+    def store(self, repo: Repository) -> ExecutionStore:
         return repo.executions
 
     def test_is_an_execution_store(self, store: BackendExecutionStore) -> None:
@@ -346,27 +357,27 @@ class ExecutionStoreTests(_RepositorySuite):
         assert store.list_runs() == ["Run-c", "run-a", "run-b"]
         assert not store.exists("run-0-no-result")
 
-    def test_run_id_mismatch_refused(self, store: BackendExecutionStore, backend: Backend) -> None:
-        before = key_listing(backend)
+    def test_run_id_mismatch_refused(self, store: BackendExecutionStore, repo: Repository) -> None:
+        before = self.raw_state(repo)
         with pytest.raises(InvalidInputError, match="run-2"):
             store.save("run-1", sample_result("run-2"))
-        assert key_listing(backend) == before
+        assert self.raw_state(repo) == before
 
-    def test_non_result_refused(self, store: BackendExecutionStore, backend: Backend) -> None:
-        before = key_listing(backend)
+    def test_non_result_refused(self, store: BackendExecutionStore, repo: Repository) -> None:
+        before = self.raw_state(repo)
         with pytest.raises(InvalidInputError):
             store.save("run-1", sample_result("run-1").to_dict())  # type: ignore[arg-type]
-        assert key_listing(backend) == before
+        assert self.raw_state(repo) == before
 
-    def test_bad_ids_refused(self, store: BackendExecutionStore, backend: Backend) -> None:
+    def test_bad_ids_refused(self, store: BackendExecutionStore, repo: Repository) -> None:
         store.save("run-1", sample_result("run-1"))
-        before = key_listing(backend)
+        before = self.raw_state(repo)
         for bad in HOSTILE_IDS:
             with pytest.raises(InvalidIdError, match="run id"):
                 store.save(bad, sample_result("run-1"))
             with pytest.raises(InvalidIdError):
                 store.get(bad)
-        assert key_listing(backend) == before
+        assert self.raw_state(repo) == before
 
     def test_unknown_run_is_not_found(self, store: BackendExecutionStore) -> None:
         with pytest.raises(NotFoundError, match="nope") as caught:
@@ -374,12 +385,16 @@ class ExecutionStoreTests(_RepositorySuite):
         assert isinstance(caught.value, KeyError)
         assert not store.exists("nope")
 
+    def damage_result(self, repo: Repository, run_id: str) -> None:
+        """Damage the stored result of `run_id` around the store."""
+        key = run_key(run_id, RESULT)
+        raw_set(repo.backend, key, flip_byte(raw_get(repo.backend, key)))
+
     def test_damaged_result_is_integrity_error(
-        self, store: BackendExecutionStore, backend: Backend
+        self, store: BackendExecutionStore, repo: Repository
     ) -> None:
         store.save("run-1", sample_result("run-1"))
-        key = run_key("run-1", RESULT)
-        raw_set(backend, key, flip_byte(raw_get(backend, key)))
+        self.damage_result(repo, "run-1")
         with pytest.raises(IntegrityError):
             store.get("run-1")
 

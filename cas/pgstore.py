@@ -1,0 +1,500 @@
+"""Run records in PostgreSQL: results, manifests and tokens, scoped by tenant.
+
+`PostgresStore` is an `ExecutionStore` and a `ManifestStore` (see `cas.stores`)
+for one tenant: payload objects stay in the object store, results and manifest
+entries live in the ``runs`` and ``artifacts`` tables. Every transaction starts
+with ``set_config('cas.tenant', tenant, true)``; the tables' row-level security
+policies compare each row's tenant with it, so even a query without a tenant
+filter sees only its own tenant's rows. Superusers and BYPASSRLS roles skip those
+policies, so the store refuses to open as one.
+
+This is the only module that imports psycopg. Connections come from one
+`psycopg_pool.ConnectionPool` per DSN, shared by every store in the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Json
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from cas.digest import Digest
+from cas.errors import CasError, IntegrityError, InvalidInputError, NotFoundError, RepositoryError
+from cas.ids import check_artifact_id, check_run_id, check_tenant
+from cas.index_rows import RunQuery, RunRow, aware
+from cas.model import ArtifactEntry, ExecutionResult, SchemaRef
+
+DEFAULT_TENANT = "default"
+APP_ROLE = "cas_app"
+MIGRATION_LOCK = 0x636173  # pg_advisory_lock key held while migrating ("cas")
+CONNECT_TIMEOUT_S = 10.0
+POOL_MAX = 4
+
+_POOLS: dict[str, ConnectionPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def is_postgres_url(text: str) -> bool:
+    """Whether `text` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+def describe(dsn: str) -> str:
+    """`dsn` without its password, for messages."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparsable DSN>"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.commit()
+
+
+def pool_for(dsn: str) -> ConnectionPool:
+    """The process's pool for `dsn` (created on first use)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(dsn)
+        if pool is None or pool.closed:
+            pool = ConnectionPool(
+                dsn,
+                min_size=1,
+                max_size=POOL_MAX,
+                max_idle=60.0,
+                timeout=CONNECT_TIMEOUT_S,
+                configure=_configure,
+                name=describe(dsn),
+                open=True,
+            )
+            _POOLS[dsn] = pool
+        return pool
+
+
+def close_pools(dsn: str | None = None) -> None:
+    """Close the pool of `dsn` (every pool if None): tests dropping a database call it."""
+    with _POOLS_LOCK:
+        names = [dsn] if dsn is not None else list(_POOLS)
+        pools = [_POOLS.pop(name) for name in names if name in _POOLS]
+    for pool in pools:
+        pool.close()
+
+
+@contextmanager
+def _errors(dsn: str) -> Iterator[None]:
+    """PostgreSQL failures as `RepositoryError` naming the database (never its password)."""
+    try:
+        yield
+    except CasError:
+        raise
+    except PoolTimeout as error:
+        raise RepositoryError(f"cannot connect to PostgreSQL at {describe(dsn)}: {error}") from None
+    except psycopg.Error as error:
+        text = " ".join(str(error).split())
+        raise RepositoryError(f"PostgreSQL at {describe(dsn)}: {text}") from None
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, SQL) of every migration shipped in ``cas/migrations``, in order."""
+    found = []
+    for item in resources.files("cas").joinpath("migrations").iterdir():
+        if item.name.endswith(".sql") and item.name[:4].isdigit():
+            found.append((int(item.name[:4]), item.name, item.read_text()))
+    return sorted(found)
+
+
+SCHEMA_VERSION = max(version for version, _, _ in migrations())
+
+_CREATE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int:
+    """The newest migration applied to the database behind `conn` (0: none)."""
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(dsn: str) -> list[str]:
+    """Apply pending migrations, one transaction each, under an advisory lock; their names.
+
+    Run it as the role that owns (or will own) the tables, not as the application role.
+    """
+    with _errors(dsn), psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
+        try:
+            conn.execute(_CREATE_MIGRATIONS)
+            current = schema_version(conn)
+            applied = []
+            for version, name, sql in migrations():
+                if version <= current:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql.encode())  # no parameters: several statements are fine
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        [version, name],
+                    )
+                applied.append(name)
+            return applied
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
+
+
+def status(dsn: str) -> dict[str, Any]:
+    """The database's schema version, this cas's, and the migrations still pending."""
+    with _errors(dsn), psycopg.connect(dsn, connect_timeout=int(CONNECT_TIMEOUT_S)) as conn:
+        current = schema_version(conn)
+    pending = [name for version, name, _ in migrations() if version > current]
+    return {
+        "database": describe(dsn),
+        "version": current,
+        "required": SCHEMA_VERSION,
+        "pending": pending,
+    }
+
+
+def check_schema(conn: psycopg.Connection[Any]) -> None:
+    """`RepositoryError` unless the schema is exactly the version this cas needs."""
+    current = schema_version(conn)
+    if current < SCHEMA_VERSION:
+        raise RepositoryError(
+            f"database schema is at version {current}, this cas needs {SCHEMA_VERSION}: "
+            "run 'cas db migrate'"
+        )
+    if current > SCHEMA_VERSION:
+        raise RepositoryError(
+            f"database schema is at version {current}, newer than this cas knows "
+            f"({SCHEMA_VERSION}): upgrade cas"
+        )
+
+
+def check_role(conn: psycopg.Connection[Any]) -> None:
+    """`RepositoryError` if the session's role would skip row-level security."""
+    row = conn.execute(
+        "SELECT current_user, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    if row and row[1]:
+        raise RepositoryError(
+            f"PostgreSQL role {row[0]!r} is a superuser or has BYPASSRLS, so row-level "
+            f"security would not isolate tenants: connect as a role granted {APP_ROLE!r}"
+        )
+
+
+# --------------------------------------------------------------------------- the store
+
+_RUN_COLUMNS = (
+    "run_id, status, runbook, started_at, ended_at, duration_seconds, completed, failed, skipped"
+)
+_ENTRY_COLUMNS = (
+    "artifact_id, digest, size, schema_name, schema_version, validated, envelope, saved_at"
+)
+_SAVE_RESULT = f"""
+INSERT INTO runs (tenant, {_RUN_COLUMNS}, result)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (tenant, run_id) DO UPDATE SET
+    status = EXCLUDED.status, runbook = EXCLUDED.runbook, started_at = EXCLUDED.started_at,
+    ended_at = EXCLUDED.ended_at, duration_seconds = EXCLUDED.duration_seconds,
+    completed = EXCLUDED.completed, failed = EXCLUDED.failed, skipped = EXCLUDED.skipped,
+    result = EXCLUDED.result, updated_at = clock_timestamp()
+"""
+_APPEND = f"""
+INSERT INTO artifacts (tenant, run_id, {_ENTRY_COLUMNS})
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (tenant, run_id, artifact_id) DO UPDATE SET
+    seq = nextval('artifacts_seq'), digest = EXCLUDED.digest, size = EXCLUDED.size,
+    schema_name = EXCLUDED.schema_name, schema_version = EXCLUDED.schema_version,
+    validated = EXCLUDED.validated, envelope = EXCLUDED.envelope,
+    saved_at = EXCLUDED.saved_at, written_at = clock_timestamp()
+"""
+_COUNT = "(SELECT count(*) FROM artifacts a WHERE a.tenant = r.tenant AND a.run_id = r.run_id)"
+
+
+class PostgresStore:
+    """`ExecutionStore` and `ManifestStore` of one tenant in a PostgreSQL database."""
+
+    def __init__(self, dsn: str, tenant: str = DEFAULT_TENANT, pool: Any = None) -> None:
+        self.dsn = dsn
+        self.tenant = check_tenant(tenant)
+        self.pool: ConnectionPool = pool if pool is not None else pool_for(dsn)
+        with self._errors(), self.pool.connection() as conn:
+            check_role(conn)
+            check_schema(conn)
+
+    @property
+    def url(self) -> str:
+        """The database, without its password."""
+        return describe(self.dsn)
+
+    def _errors(self) -> Any:
+        return _errors(self.dsn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor in a transaction scoped to this store's tenant (committed on success)."""
+        with self._errors(), self.pool.connection() as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT set_config('cas.tenant', %s, true)", [self.tenant])
+            yield cursor
+
+    # ExecutionStore ------------------------------------------------------------------
+
+    def save(self, run_id: str, result: ExecutionResult) -> None:
+        """Store (or replace) the result of `run_id`."""
+        check_run_id(run_id)
+        if not isinstance(result, ExecutionResult):
+            raise InvalidInputError(
+                f"invalid result: expected an ExecutionResult, got {type(result).__name__}"
+            )
+        if result.run_id != run_id:
+            raise InvalidInputError(f"result is for run {result.run_id!r}, not {run_id!r}")
+        counts = result.counts()
+        values = [
+            self.tenant,
+            run_id,
+            result.status,
+            result.runbook,
+            aware(result.started_at),
+            aware(result.ended_at),
+            result.duration_seconds,
+            counts["completed"],
+            counts["failed"],
+            counts["skipped"],
+            Json(result.to_dict()),
+        ]
+        with self.transaction() as cursor:
+            cursor.execute(_SAVE_RESULT, values)
+
+    def get(self, run_id: str) -> ExecutionResult:
+        """The stored result; `NotFoundError` if absent (or another tenant's)."""
+        check_run_id(run_id)
+        with self.transaction() as cursor:
+            cursor.execute(
+                "SELECT result FROM runs WHERE tenant = %s AND run_id = %s", [self.tenant, run_id]
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise NotFoundError(f"no run {run_id!r}")
+        try:
+            result = ExecutionResult.from_dict(row[0])
+        except (CasError, KeyError, TypeError, ValueError) as error:
+            raise IntegrityError(
+                f"the result of run {run_id!r} in {self.url} is damaged: {error}"
+            ) from None
+        if result.run_id != run_id:
+            raise IntegrityError(f"the result of run {run_id!r} in {self.url} names another run")
+        return result
+
+    def list_runs(self) -> list[str]:
+        """Ids of every run of the tenant with a stored result, sorted."""
+        return self._ids("SELECT run_id FROM runs WHERE tenant = %s ORDER BY run_id")
+
+    def exists(self, run_id: str) -> bool:
+        """Whether `run_id` has a stored result."""
+        check_run_id(run_id)
+        with self.transaction() as cursor:
+            cursor.execute(
+                "SELECT 1 FROM runs WHERE tenant = %s AND run_id = %s", [self.tenant, run_id]
+            )
+            return cursor.fetchone() is not None
+
+    def _ids(self, sql: str, *params: object) -> list[str]:
+        with self.transaction() as cursor:
+            cursor.execute(sql, [self.tenant, *params])
+            return [row[0] for row in cursor.fetchall()]
+
+    # ManifestStore -------------------------------------------------------------------
+
+    def append(self, run_id: str, entry: ArtifactEntry) -> None:
+        """Record `entry` for `run_id` (committed when this returns); it replaces an older one."""
+        check_run_id(run_id)
+        check_artifact_id(entry.artifact_id)
+        schema = entry.schema
+        values = [
+            self.tenant,
+            run_id,
+            entry.artifact_id,
+            bytes.fromhex(entry.digest.hex),
+            entry.size,
+            schema.name if schema else None,
+            schema.version if schema else None,
+            entry.validated,
+            Json(entry.envelope),
+            entry.saved_at,
+        ]
+        with self.transaction() as cursor:
+            cursor.execute(_APPEND, values)
+
+    def entries(self, run_id: str) -> dict[str, ArtifactEntry]:
+        """The run's manifest: artifact id → newest entry, in the order of those saves."""
+        check_run_id(run_id)
+        with self.transaction() as cursor:
+            cursor.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM artifacts WHERE tenant = %s AND run_id = %s "
+                "ORDER BY seq",
+                [self.tenant, run_id],
+            )
+            rows = cursor.fetchall()
+        return {row[0]: _entry(row) for row in rows}
+
+    def sync(self, run_id: str) -> None:
+        """Nothing to do: every `append` commits before it returns."""
+        check_run_id(run_id)
+
+    def run_ids(self) -> list[str]:
+        """Every run of the tenant with a result or an entry, sorted."""
+        return self._ids(
+            "SELECT run_id FROM runs WHERE tenant = %s "
+            "UNION SELECT run_id FROM artifacts WHERE tenant = %s ORDER BY run_id",
+            self.tenant,
+        )
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove the run's result and entries in one transaction."""
+        check_run_id(run_id)
+        with self.transaction() as cursor:
+            for table in ("runs", "artifacts"):
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE tenant = %s AND run_id = %s",
+                    [self.tenant, run_id],
+                )
+
+    def position(self) -> int:
+        """A mark of the saves so far: `saved_after` names the runs saved since."""
+        with self.transaction() as cursor:
+            cursor.execute(
+                "SELECT coalesce(max(seq), 0) FROM artifacts WHERE tenant = %s", [self.tenant]
+            )
+            row = cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    def saved_after(self, position: int) -> set[str]:
+        """Runs with an entry saved after `position` (a `position()` taken earlier)."""
+        return set(
+            self._ids(
+                "SELECT DISTINCT run_id FROM artifacts WHERE tenant = %s AND seq > %s", position
+            )
+        )
+
+    # queries -------------------------------------------------------------------------
+
+    def query_runs(self, query: RunQuery) -> list[RunRow]:
+        """`Repository.list_runs` in SQL: the runs passing `query`, newest first."""
+        sql, params = _run_query(self.tenant, query)
+        with self.transaction() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        return [_run_row(row, self.tenant) for row in rows]
+
+
+def _entry(row: tuple[Any, ...]) -> ArtifactEntry:
+    artifact_id, digest, size, schema_name, schema_version, validated, envelope, saved_at = row
+    return ArtifactEntry(
+        artifact_id=artifact_id,
+        digest=Digest(bytes(digest).hex()),
+        size=int(size),
+        schema=None if schema_name is None else SchemaRef(schema_name, schema_version),
+        validated=bool(validated),
+        envelope=envelope,
+        saved_at=saved_at,
+    )
+
+
+def _run_query(tenant: str, query: RunQuery) -> tuple[str, list[Any]]:
+    """The SQL (and parameters) of a `RunQuery` over the tenant's runs."""
+    where: list[str] = ["r.tenant = %s"]
+    params: list[Any] = [tenant]
+    if query.status is not None:
+        where.append("r.status = %s")
+        params.append(query.status)
+    if query.since is not None:
+        where.append("r.started_at >= %s")
+        params.append(query.since)
+    if query.until is not None:
+        where.append("r.started_at < %s")
+        params.append(query.until)
+    if query.runbook is not None:
+        where.append("r.runbook = %s")
+        params.append(query.runbook)
+    holding = "SELECT 1 FROM artifacts a WHERE a.tenant = r.tenant AND a.run_id = r.run_id"
+    if query.artifact is not None:
+        where.append(
+            f"(EXISTS ({holding} AND a.artifact_id = %s) "
+            "OR json_extract_path(r.result, 'artifacts', %s) IS NOT NULL)"
+        )
+        params += [query.artifact, query.artifact]
+    bounds = query.digest_range()
+    if bounds is not None:
+        where.append(f"EXISTS ({holding} AND a.digest BETWEEN %s AND %s)")
+        params += list(bounds)
+    sql = (
+        f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS.split(', '))}, {_COUNT} "
+        f"FROM runs r WHERE {' AND '.join(where)} "
+        "ORDER BY r.started_at DESC, r.run_id DESC"
+    )
+    if query.limit is not None:
+        sql += " LIMIT %s"
+        params.append(query.limit)
+    if query.offset:
+        sql += " OFFSET %s"
+        params.append(query.offset)
+    return sql, params
+
+
+def _run_row(row: tuple[Any, ...], tenant: str) -> RunRow:
+    run_id, status, runbook, started, ended, duration, completed, failed, skipped, count = row
+    return RunRow(
+        run_id=run_id,
+        status=status,
+        runbook=runbook,
+        started_at=_utc(started),
+        ended_at=_utc(ended),
+        duration_seconds=duration,
+        completed=completed,
+        failed=failed,
+        skipped=skipped,
+        artifacts=int(count),
+        tenant=tenant,
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- administration
+
+
+def run_sql(dsn: str, *statements: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run `statements` in autocommit mode (CREATE DATABASE, roles); rows of the last.
+
+    For `cas db`, tests and benchmarks: the one place outside the store that talks SQL.
+    """
+    rows: list[tuple[Any, ...]] = []
+    with _errors(dsn), psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            cursor = conn.execute(statement.encode(), params or None)
+            rows = cursor.fetchall() if cursor.description else []
+    return rows
