@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from cas import cli_export, cli_gc, cli_query, cli_serve, cli_sync
 from cas import cli_render as render
+from cas.cli_db import db_app
 from cas.cli_index import check_status, emit_runs, index_app, parse_when
 from cas.errors import (
     CasError,
@@ -68,6 +69,13 @@ class _State:
 
     location: str | None = None
     json: bool = False
+    execution_store: str | None = None  # --execution-store: results and entries in PostgreSQL
+
+    def repo_options(self) -> dict[str, Any]:
+        """Keyword arguments of `Repository.open`/`init` beyond the location."""
+        if self.execution_store is None:
+            return {}
+        return {"execution_store": self.execution_store, "tenant": getattr(self, "tenant", None)}
 
 
 class _Group(TyperGroup):
@@ -133,6 +141,7 @@ schema_app = typer.Typer(
 )
 app.add_typer(schema_app, name="schema")
 app.add_typer(index_app, name="index")
+app.add_typer(db_app, name="db")
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON on stdout and nothing else; errors as JSON.")
@@ -155,9 +164,19 @@ def _root(
             "Default: .waivern in the working directory.",
         ),
     ] = None,
+    execution_store: Annotated[
+        str | None,
+        typer.Option(
+            "--execution-store",
+            envvar="CAS_EXECUTION_STORE",
+            metavar="POSTGRESQL_URL",
+            help="Keep run results and manifest entries in this PostgreSQL database "
+            "(postgresql://user@host/db; objects stay in --repo). Default: in --repo.",
+        ),
+    ] = None,
 ) -> None:
     """Content-addressed artifact repository for pipeline runs."""
-    ctx.obj = _State(location=repo)
+    ctx.obj = _State(location=repo, execution_store=execution_store or None)
 
 
 def _open(ctx: typer.Context, *, json: bool = False) -> Repository:
@@ -166,7 +185,7 @@ def _open(ctx: typer.Context, *, json: bool = False) -> Repository:
 
     state = ctx.ensure_object(_State)
     state.json = json
-    return Repository.open(state.location)
+    return Repository.open(state.location, **state.repo_options())
 
 
 def _resolve_run(repo: Repository, text: str) -> str:
@@ -179,12 +198,13 @@ def init(ctx: typer.Context) -> None:
     """Create the repository (nothing changes if it exists) and print where it is."""
     from cas.repository import Repository
 
-    location = ctx.ensure_object(_State).location
+    state = ctx.ensure_object(_State)
+    location = state.location
     try:
-        repo = Repository.open(location)
+        repo = Repository.open(location, **state.repo_options())
         typer.echo(f"repository already exists at {repo.url}")
     except RepositoryError:
-        repo = Repository.init(location)
+        repo = Repository.init(location, **state.repo_options())
         typer.echo(f"created repository at {repo.url}")
 
 
@@ -405,7 +425,12 @@ def run_(
         check_run_id(resume)
     progress = not json and sys.stderr.isatty()
     done = execute(
-        state.location, runbook, use_cache=not no_cache, resume=resume, progress=progress
+        state.location,
+        runbook,
+        use_cache=not no_cache,
+        resume=resume,
+        progress=progress,
+        options=state.repo_options(),
     )
     body = summary(done)
     if json:
@@ -441,7 +466,7 @@ def _init(ctx: typer.Context, *, json: bool = False) -> Repository:
 
     state = ctx.ensure_object(_State)
     state.json = json
-    return Repository.init(state.location)
+    return Repository.init(state.location, **state.repo_options())
 
 
 cli_export.register(app, _open, _resolve_run)  # cas diff, cas export

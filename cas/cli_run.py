@@ -48,39 +48,42 @@ def execute(
     use_cache: bool,
     resume: str | None,
     progress: bool,
+    options: dict[str, Any] | None = None,
 ) -> Executed:
     """Run `runbook_path` as a new run, or resume run `resume` (its stored runbook by default)."""
     from cas.executor import Executor
 
     if resume is None:
         assert runbook_path is not None, "the command checks that a runbook is given"
-        repo, steps = _prepare_new(location, runbook_path)
+        repo, steps = _prepare_new(location, runbook_path, options or {})
         run_id = None
     else:
-        repo, steps, run_id = _prepare_resume(location, runbook_path, resume)
+        repo, steps, run_id = _prepare_resume(location, runbook_path, resume, options or {})
     with StepDisplay(steps, enabled=progress) as display:  # a resume reports "kept" steps
         executor = Executor(repo, steps, use_cache=use_cache, on_event=display.event)
         report = executor.run() if run_id is None else executor.resume(run_id)
     return Executed(repo, steps, report, resumed=run_id is not None, kept=frozenset(report.kept))
 
 
-def _prepare_new(location: str | None, path: Path) -> tuple[Repository, Plan]:
+def _prepare_new(
+    location: str | None, path: Path, options: dict[str, Any]
+) -> tuple[Repository, Plan]:
     from cas.planner import plan
     from cas.repository import Repository
     from cas.runbook import load_runbook
 
     steps = plan(load_runbook(path))  # before any write: a bad runbook leaves no trace
-    return Repository.init(location), steps
+    return Repository.init(location, **options), steps
 
 
 def _prepare_resume(
-    location: str | None, path: Path | None, resume: str
+    location: str | None, path: Path | None, resume: str, options: dict[str, Any]
 ) -> tuple[Repository, Plan, str]:
     from cas.planner import plan
     from cas.repository import Repository
     from cas.runbook import load_runbook
 
-    repo = Repository.open(location)
+    repo = Repository.open(location, **options)
     run_id = repo.resolve_run(resume)
     steps = plan(stored_runbook(repo, run_id) if path is None else load_runbook(path))
     return repo, steps, run_id

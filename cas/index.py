@@ -55,7 +55,7 @@ from cas.index_scan import (
     current_mask,
     filtered,
 )
-from cas.model import ExecutionResult
+from cas.model import ArtifactEntry, ExecutionResult
 from cas.objects import LocalBackend, is_temp_name
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
     from cas.repository import Repository
 
+Records = list[tuple[ExecutionResult, dict[str, ArtifactEntry]]]
 RUNS_TABLE = "runs"
 ARTIFACTS_TABLE = "artifacts"
 _DICTIONARY = ["status"]  # read as dictionary: counting statuses needs no strings
@@ -199,13 +200,22 @@ class RunIndex:
         return sorted(finals)
 
     def _write_rows(
-        self, results: list[ExecutionResult], generation: int
+        self,
+        results: list[ExecutionResult],
+        generation: int,
+        known: dict[str, dict[str, ArtifactEntry]] | None = None,
     ) -> tuple[dict[str, Any], list[RunRow]]:
-        """One new file pair holding `results`; its pointer entry and its runs rows."""
+        """One new file pair holding `results`; its pointer entry and its runs rows.
+
+        Entries come from `known` when given (read in bulk), else from the store.
+        """
         pa = arrow()
         runs, artifacts = [], []
         for result in results:
-            entries = self.repo.artifacts.entries(result.run_id)
+            if known is not None:
+                entries = known.get(result.run_id, {})
+            else:
+                entries = self.repo.artifacts.entries(result.run_id)
             runs.append(run_row(result, entries))
             artifacts += artifact_rows(result, entries)
         rows = [asdict(row) for row in runs]
@@ -293,17 +303,22 @@ class RunIndex:
         self.backend.write(POINTER, pointer.to_bytes())
         self.backend.delete(_key(n, t) for n in removed for t in (RUNS_TABLE, ARTIFACTS_TABLE))
 
-    def rebuild(self) -> int:
-        """Recreate the index from the run folders; the number of runs indexed."""
+    def rebuild(self, records: Records | None = None) -> int:
+        """Recreate the index from the run folders; the number of runs indexed.
+
+        With `records` ((result, entries) of every run, as `cas db export-index`
+        reads them from PostgreSQL in two queries) nothing is read run by run.
+        """
         with IndexLock(self.backend):
             old = Pointer.read(self.backend)
             finals: list[ExecutionResult] = []
             running: list[ExecutionResult] = []
-            for run_id in self.repo.run_ids():
-                result = self._result(run_id)
-                if result is not None:
-                    (finals if result.is_final else running).append(result)
-            files, rows = self._write_rows(finals, old.generation + 1) if finals else (None, [])
+            known = None if records is None else {r.run_id: e for r, e in records}
+            pairs = records if records is not None else self._stored_results()
+            for result, _entries in pairs:
+                (finals if result.is_final else running).append(result)
+            generation = old.generation + 1
+            files, rows = self._write_rows(finals, generation, known) if finals else (None, [])
             head = sorted(rows, key=newest_first_key, reverse=True)[:HEAD_SIZE]
             new = Pointer(old.generation + 1, [files] if files else [], {}, head)
             self._commit(new, old.names)
@@ -311,6 +326,12 @@ class RunIndex:
                 mark_pending(self.backend, result.run_id)
             self.backend.delete(pending_key(result.run_id) for result in finals)
             return len(finals)
+
+    def _stored_results(self) -> Iterator[tuple[ExecutionResult, None]]:
+        for run_id in self.repo.run_ids():
+            result = self._result(run_id)
+            if result is not None:
+                yield result, None
 
     def _result(self, run_id: str) -> ExecutionResult | None:
         try:

@@ -14,10 +14,10 @@ This is the only module that imports psycopg. Connections come from one
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -25,11 +25,28 @@ import psycopg
 from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from cas.digest import Digest
 from cas.errors import CasError, IntegrityError, InvalidInputError, NotFoundError, RepositoryError
 from cas.ids import check_artifact_id, check_run_id, check_tenant
 from cas.index_rows import RunQuery, RunRow, aware
-from cas.model import ArtifactEntry, ExecutionResult, SchemaRef
+from cas.model import ArtifactEntry, ExecutionResult
+from cas.pg_sql import (
+    APPEND,
+    ENTRY_COLUMNS,
+    SAVE_RESULT,
+    entry_of,
+    run_query,
+    run_row_of,
+    utc,
+)
+from cas.tokens import (
+    TokenInfo,
+    check_name,
+    check_token_id,
+    hash_secret,
+    is_well_formed,
+    new_secret,
+    new_token_id,
+)
 
 DEFAULT_TENANT = "default"
 APP_ROLE = "cas_app"
@@ -206,32 +223,6 @@ def check_role(conn: psycopg.Connection[Any]) -> None:
 
 # --------------------------------------------------------------------------- the store
 
-_RUN_COLUMNS = (
-    "run_id, status, runbook, started_at, ended_at, duration_seconds, completed, failed, skipped"
-)
-_ENTRY_COLUMNS = (
-    "artifact_id, digest, size, schema_name, schema_version, validated, envelope, saved_at"
-)
-_SAVE_RESULT = f"""
-INSERT INTO runs (tenant, {_RUN_COLUMNS}, result)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (tenant, run_id) DO UPDATE SET
-    status = EXCLUDED.status, runbook = EXCLUDED.runbook, started_at = EXCLUDED.started_at,
-    ended_at = EXCLUDED.ended_at, duration_seconds = EXCLUDED.duration_seconds,
-    completed = EXCLUDED.completed, failed = EXCLUDED.failed, skipped = EXCLUDED.skipped,
-    result = EXCLUDED.result, updated_at = clock_timestamp()
-"""
-_APPEND = f"""
-INSERT INTO artifacts (tenant, run_id, {_ENTRY_COLUMNS})
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (tenant, run_id, artifact_id) DO UPDATE SET
-    seq = nextval('artifacts_seq'), digest = EXCLUDED.digest, size = EXCLUDED.size,
-    schema_name = EXCLUDED.schema_name, schema_version = EXCLUDED.schema_version,
-    validated = EXCLUDED.validated, envelope = EXCLUDED.envelope,
-    saved_at = EXCLUDED.saved_at, written_at = clock_timestamp()
-"""
-_COUNT = "(SELECT count(*) FROM artifacts a WHERE a.tenant = r.tenant AND a.run_id = r.run_id)"
-
 
 class PostgresStore:
     """`ExecutionStore` and `ManifestStore` of one tenant in a PostgreSQL database."""
@@ -285,7 +276,7 @@ class PostgresStore:
             Json(result.to_dict()),
         ]
         with self.transaction() as cursor:
-            cursor.execute(_SAVE_RESULT, values)
+            cursor.execute(SAVE_RESULT, values)
 
     def get(self, run_id: str) -> ExecutionResult:
         """The stored result; `NotFoundError` if absent (or another tenant's)."""
@@ -297,8 +288,11 @@ class PostgresStore:
             row = cursor.fetchone()
         if row is None:
             raise NotFoundError(f"no run {run_id!r}")
+        return self._result(run_id, row[0])
+
+    def _result(self, run_id: str, record: Any) -> ExecutionResult:
         try:
-            result = ExecutionResult.from_dict(row[0])
+            result = ExecutionResult.from_dict(record)
         except (CasError, KeyError, TypeError, ValueError) as error:
             raise IntegrityError(
                 f"the result of run {run_id!r} in {self.url} is damaged: {error}"
@@ -306,6 +300,23 @@ class PostgresStore:
         if result.run_id != run_id:
             raise IntegrityError(f"the result of run {run_id!r} in {self.url} names another run")
         return result
+
+    def records(self) -> list[tuple[ExecutionResult, dict[str, ArtifactEntry]]]:
+        """Every result of the tenant with its entries, in two queries (for exports)."""
+        entries: dict[str, dict[str, ArtifactEntry]] = {}
+        with self.transaction() as cursor:
+            cursor.execute(
+                f"SELECT run_id, {ENTRY_COLUMNS} FROM artifacts WHERE tenant = %s "
+                "ORDER BY run_id, seq",
+                [self.tenant],
+            )
+            for row in cursor:
+                entries.setdefault(row[0], {})[row[1]] = entry_of(row[1:])
+            cursor.execute(
+                "SELECT run_id, result FROM runs WHERE tenant = %s ORDER BY run_id", [self.tenant]
+            )
+            results = [self._result(run_id, record) for run_id, record in cursor]
+        return [(result, entries.get(result.run_id, {})) for result in results]
 
     def list_runs(self) -> list[str]:
         """Ids of every run of the tenant with a stored result, sorted."""
@@ -345,19 +356,19 @@ class PostgresStore:
             entry.saved_at,
         ]
         with self.transaction() as cursor:
-            cursor.execute(_APPEND, values)
+            cursor.execute(APPEND, values)
 
     def entries(self, run_id: str) -> dict[str, ArtifactEntry]:
         """The run's manifest: artifact id → newest entry, in the order of those saves."""
         check_run_id(run_id)
         with self.transaction() as cursor:
             cursor.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM artifacts WHERE tenant = %s AND run_id = %s "
+                f"SELECT {ENTRY_COLUMNS} FROM artifacts WHERE tenant = %s AND run_id = %s "
                 "ORDER BY seq",
                 [self.tenant, run_id],
             )
             rows = cursor.fetchall()
-        return {row[0]: _entry(row) for row in rows}
+        return {row[0]: entry_of(row) for row in rows}
 
     def sync(self, run_id: str) -> None:
         """Nothing to do: every `append` commits before it returns."""
@@ -402,86 +413,93 @@ class PostgresStore:
 
     def query_runs(self, query: RunQuery) -> list[RunRow]:
         """`Repository.list_runs` in SQL: the runs passing `query`, newest first."""
-        sql, params = _run_query(self.tenant, query)
+        sql, params = run_query(self.tenant, query)
         with self.transaction() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
-        return [_run_row(row, self.tenant) for row in rows]
+        return [run_row_of(row, self.tenant) for row in rows]
 
 
-def _entry(row: tuple[Any, ...]) -> ArtifactEntry:
-    artifact_id, digest, size, schema_name, schema_version, validated, envelope, saved_at = row
-    return ArtifactEntry(
-        artifact_id=artifact_id,
-        digest=Digest(bytes(digest).hex()),
-        size=int(size),
-        schema=None if schema_name is None else SchemaRef(schema_name, schema_version),
-        validated=bool(validated),
-        envelope=envelope,
-        saved_at=saved_at,
-    )
+# --------------------------------------------------------------------------- tokens
+
+_TOKEN_COLUMNS = "token_id, tenant, name, created_at, revoked_at"
 
 
-def _run_query(tenant: str, query: RunQuery) -> tuple[str, list[Any]]:
-    """The SQL (and parameters) of a `RunQuery` over the tenant's runs."""
-    where: list[str] = ["r.tenant = %s"]
-    params: list[Any] = [tenant]
-    if query.status is not None:
-        where.append("r.status = %s")
-        params.append(query.status)
-    if query.since is not None:
-        where.append("r.started_at >= %s")
-        params.append(query.since)
-    if query.until is not None:
-        where.append("r.started_at < %s")
-        params.append(query.until)
-    if query.runbook is not None:
-        where.append("r.runbook = %s")
-        params.append(query.runbook)
-    holding = "SELECT 1 FROM artifacts a WHERE a.tenant = r.tenant AND a.run_id = r.run_id"
-    if query.artifact is not None:
-        where.append(
-            f"(EXISTS ({holding} AND a.artifact_id = %s) "
-            "OR json_extract_path(r.result, 'artifacts', %s) IS NOT NULL)"
-        )
-        params += [query.artifact, query.artifact]
-    bounds = query.digest_range()
-    if bounds is not None:
-        where.append(f"EXISTS ({holding} AND a.digest BETWEEN %s AND %s)")
-        params += list(bounds)
-    sql = (
-        f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS.split(', '))}, {_COUNT} "
-        f"FROM runs r WHERE {' AND '.join(where)} "
-        "ORDER BY r.started_at DESC, r.run_id DESC"
-    )
-    if query.limit is not None:
-        sql += " LIMIT %s"
-        params.append(query.limit)
-    if query.offset:
-        sql += " OFFSET %s"
-        params.append(query.offset)
-    return sql, params
+class PostgresTokenStore:
+    """`cas.tokens.TokenStore` in the ``tokens`` table (only SHA-256 hashes are kept).
+
+    `lookup` runs as anyone granted ``cas_app``: it calls ``cas_token_lookup``, a
+    SECURITY DEFINER function that finds the one unrevoked token with the hash (the
+    tenant is not known until then). `create` sets the new token's tenant for its
+    transaction, as every write does. `revoke` and `list` see every tenant's tokens
+    only as the role owning the table (the one that ran ``cas db migrate``): for the
+    application role, row-level security hides them all.
+    """
+
+    def __init__(self, dsn: str, pool: Any = None) -> None:
+        self.dsn = dsn
+        self.pool: ConnectionPool = pool if pool is not None else pool_for(dsn)
+        with _errors(dsn), self.pool.connection() as conn:
+            check_schema(conn)
+
+    @contextmanager
+    def _cursor(self, tenant: str | None = None) -> Iterator[psycopg.Cursor[Any]]:
+        with _errors(self.dsn), self.pool.connection() as conn, conn.cursor() as cursor:
+            if tenant is not None:
+                cursor.execute("SELECT set_config('cas.tenant', %s, true)", [tenant])
+            yield cursor
+
+    def create(self, tenant: str, name: str = "") -> tuple[str, TokenInfo]:
+        """A new token for `tenant`: its secret (shown once) and record."""
+        check_tenant(tenant)
+        check_name(name)
+        secret = new_secret()
+        with self._cursor(tenant) as cursor:
+            cursor.execute(
+                "INSERT INTO tokens (token_id, tenant, name, hash) VALUES (%s, %s, %s, %s) "
+                f"RETURNING {_TOKEN_COLUMNS}",
+                [new_token_id(), tenant, name, bytes.fromhex(hash_secret(secret))],
+            )
+            row = cursor.fetchone()
+        assert row is not None
+        return secret, _token(row)
+
+    def lookup(self, secret: str) -> TokenInfo | None:
+        """The active token with `secret`'s hash, of any tenant; None if none."""
+        if not isinstance(secret, str) or not is_well_formed(secret):
+            return None
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT token_id, tenant, name, created_at FROM cas_token_lookup(%s)",
+                [bytes.fromhex(hash_secret(secret))],
+            )
+            row = cursor.fetchone()
+        return None if row is None else _token((*row, None))
+
+    def revoke(self, token_id: str) -> TokenInfo:
+        """Mark a token revoked (idempotent); `NotFoundError` if there is no such id."""
+        check_token_id(token_id)
+        with self._cursor() as cursor:
+            cursor.execute(
+                "UPDATE tokens SET revoked_at = coalesce(revoked_at, now()) "
+                f"WHERE token_id = %s RETURNING {_TOKEN_COLUMNS}",
+                [token_id],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise NotFoundError(f"no token {token_id!r}")
+        return _token(row)
+
+    def list(self) -> builtins.list[TokenInfo]:
+        """Every token the role may see, revoked ones included, oldest first."""
+        with self._cursor() as cursor:
+            cursor.execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at, token_id")
+            return [_token(row) for row in cursor.fetchall()]
 
 
-def _run_row(row: tuple[Any, ...], tenant: str) -> RunRow:
-    run_id, status, runbook, started, ended, duration, completed, failed, skipped, count = row
-    return RunRow(
-        run_id=run_id,
-        status=status,
-        runbook=runbook,
-        started_at=_utc(started),
-        ended_at=_utc(ended),
-        duration_seconds=duration,
-        completed=completed,
-        failed=failed,
-        skipped=skipped,
-        artifacts=int(count),
-        tenant=tenant,
-    )
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(UTC)
+def _token(row: tuple[Any, ...]) -> TokenInfo:
+    token_id, tenant, name, created_at, revoked_at = row
+    return TokenInfo(token_id, tenant, name, utc(created_at) or created_at, utc(revoked_at))
 
 
 # --------------------------------------------------------------------------- administration

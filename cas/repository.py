@@ -18,7 +18,7 @@ from cas.digest import CANONICAL_VERSION, DIGEST_ALGORITHM, Digest, is_digest_pr
 from cas.errors import AmbiguousError, InvalidInputError, NotFoundError, RepositoryError
 from cas.ids import check_run_id, check_tenant, is_valid_id
 from cas.index_rows import RunQuery, RunRow, mark_pending
-from cas.model import ExecutionResult
+from cas.model import ArtifactEntry, ExecutionResult
 from cas.objects import Backend, open_backend
 from cas.owner import OWNER, is_alive, read_owner
 from cas.payloads import PayloadStore
@@ -48,6 +48,9 @@ class RunRecords(ExecutionStore, ManifestStore, Protocol):
 
     def query_runs(self, query: RunQuery) -> list[RunRow]:
         """The runs passing `query`, newest first (`Repository.list_runs`)."""
+
+    def records(self) -> list[tuple[ExecutionResult, dict[str, ArtifactEntry]]]:
+        """Every result with its entries, read in bulk (`cas db export-index`)."""
 
 
 def open_records(execution_store: str, tenant: str | None) -> RunRecords:

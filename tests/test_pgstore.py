@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
+from cas.cli import app
 from cas.errors import InvalidIdError, NotFoundError, RepositoryError
 from cas.index_rows import RunQuery
 from cas.model import ArtifactEntry, ArtifactOutcome
 from cas.pgstore import SCHEMA_VERSION, PostgresStore, migrate, migrations, run_sql, status
 from cas.repository import Repository
-from cas.testing.pg import PgDatabase, PostgresSuite, drop_database, fresh_database, table_rows
+from cas.testing.pg import (
+    PgDatabase,
+    PostgresSuite,
+    drop_database,
+    ensure_app_login,
+    fresh_database,
+    table_rows,
+)
 from cas.testing.services import PostgresServer
 from cas.testing.store_tests import ArtifactStoreTests, sample_message, sample_result
 
@@ -250,3 +260,109 @@ def test_list_runs_matches_the_parquet_index(
     from_sql = repo.list_runs(query)
     assert [replace(row, tenant=None) for row in from_sql] == from_index
     assert all(row.tenant == "alpha" for row in from_sql)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def test_tokens_lookup_across_tenants_and_admin_revoke(pg: PgDatabase) -> None:
+    from cas.pgstore import PostgresTokenStore
+    from cas.tokens import TokenStore
+
+    app, admin = PostgresTokenStore(pg.dsn), PostgresTokenStore(pg.admin_dsn)
+    assert isinstance(app, TokenStore)
+    secret_a, info_a = app.create("alpha", "ci")
+    secret_b, info_b = app.create("beta", "")
+    assert app.lookup(secret_a) == info_a
+    assert app.lookup(secret_b) == info_b
+    assert app.lookup(secret_a[:-1] + ("A" if secret_a[-1] != "A" else "B")) is None
+    assert app.lookup("not a token") is None
+    assert app.list() == []  # the application role sees no token rows at all
+    hashes = run_sql(pg.admin_dsn, "SELECT hash FROM tokens ORDER BY created_at")
+    assert all(secret_a.encode() not in bytes(row[0]) for row in hashes)
+    with pytest.raises(NotFoundError):
+        app.revoke(info_a.token_id)  # not visible to it: nothing changes
+    assert [info.token_id for info in admin.list()] == [info_a.token_id, info_b.token_id]
+    revoked = admin.revoke(info_a.token_id)
+    assert revoked.revoked_at is not None
+    assert admin.revoke(info_a.token_id) == revoked  # idempotent
+    assert app.lookup(secret_a) is None
+    assert app.lookup(secret_b) == info_b
+
+
+# --------------------------------------------------------------------------- the CLI
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cas(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_run_runs_inspect_verify_gc_on_postgres(
+    pg: PgDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CAS_EXAMPLE_DATA", str(ROOT / "examples" / "data"))
+    monkeypatch.setenv("CAS_REPO", str(tmp_path / "repo"))
+    monkeypatch.setenv("CAS_EXECUTION_STORE", pg.dsn)
+    for _ in range(2):
+        done = _cas("run", str(ROOT / "examples" / "scan.yaml"), "--json")
+        assert done.exit_code == 0, done.output
+    runs = _cas("runs", "--json")
+    assert runs.exit_code == 0, runs.output
+    rows = json.loads(runs.stdout)
+    assert [row["status"] for row in rows] == ["completed", "completed"]
+    assert {row["tenant"] for row in rows} == {"default"}
+    latest = rows[0]["run_id"]
+    inspect = _cas("inspect", "latest", "--json")
+    assert inspect.exit_code == 0, inspect.output
+    assert latest in inspect.stdout
+    verify = _cas("verify", "--json")
+    assert verify.exit_code == 0, verify.output
+    assert json.loads(verify.stdout)["runs_checked"] == 2
+    gc = _cas("gc", "--keep-last", "1", "--json")
+    assert gc.exit_code == 0, gc.output
+    assert json.loads(gc.stdout)["runs_removed"] == [rows[1]["run_id"]]
+    left = json.loads(_cas("runs", "--json").stdout)
+    assert [row["run_id"] for row in left] == [latest]
+    assert _cas("verify").exit_code == 0
+    # the results and entries are in PostgreSQL, not in the folder
+    assert not list((tmp_path / "repo").rglob("execution_result.json"))
+    assert not list((tmp_path / "repo").rglob("manifest*"))
+
+
+def test_cli_db_migrate_status_and_export_index(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    database = fresh_database(postgres_server, migrated=False)
+    try:
+        behind = _cas("db", "status", database.admin_dsn)
+        assert behind.exit_code == 6
+        assert "pending: 0001_initial.sql" in behind.stdout
+        assert "run 'cas db migrate'" in behind.stderr
+        done = _cas("db", "migrate", database.admin_dsn, "--json")
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["applied"] == [name for _, name, _ in migrations()]
+        assert _cas("--execution-store", database.admin_dsn, "db", "status").exit_code == 0
+        ensure_app_login(database.admin_dsn)
+        repo = Repository.init(str(tmp_path / "r"), execution_store=database.dsn)
+        assert repo.records is not None
+        _history(repo.records)  # type: ignore[arg-type]
+        exported = _cas(
+            "--repo", str(tmp_path / "r"), "--execution-store", database.dsn, "db", "export-index"
+        )
+        assert exported.exit_code == 0, exported.output
+        assert "exported 12 runs" in exported.stdout
+        plain = Repository.open(str(tmp_path / "r"))  # the Parquet index alone, no PostgreSQL
+        assert [row.run_id for row in plain.list_runs(RunQuery(status="failed"))] == [
+            row.run_id for row in repo.list_runs(RunQuery(status="failed"))
+        ]
+    finally:
+        drop_database(postgres_server, database)
+
+
+def test_cli_refuses_a_non_postgres_execution_store(tmp_path: Path) -> None:
+    result = _cas("--repo", str(tmp_path), "--execution-store", "mysql://x/y", "runs")
+    assert result.exit_code == 2
+    assert "invalid execution store 'mysql://x/y': expected a postgresql:// URL" in result.stderr
