@@ -17,6 +17,7 @@ import base64
 import builtins
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -55,13 +56,12 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+_SECRET = re.compile(rf"{PREFIX}[A-Za-z0-9_-]{{{SECRET_LENGTH - len(PREFIX)}}}")
+
+
 def is_well_formed(secret: str) -> bool:
     """Whether `secret` looks like one `new_secret` made (cheap check before hashing)."""
-    return (
-        len(secret) == SECRET_LENGTH
-        and secret.startswith(PREFIX)
-        and all(c.isascii() and (c.isalnum() or c in "-_") for c in secret[len(PREFIX) :])
-    )
+    return _SECRET.fullmatch(secret) is not None
 
 
 @dataclass(frozen=True)
