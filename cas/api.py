@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from cas.deployment import Deployment
     from cas.model import ArtifactEntry, ExecutionResult
     from cas.repository import Repository
+    from cas.tokens import TokenInfo
 
 log = logging.getLogger("cas.api")
 STREAM_PIECE = 64 * 1024
@@ -145,14 +146,7 @@ class Api:
                 headers={"WWW-Authenticate": CHALLENGE},
             )
         scheme, _, secret = header.partition(" ")
-        try:
-            found = self.deployment.tokens.lookup(secret.strip())
-        except CasError as error:
-            log.error("token store unavailable: %s", error)
-            raise Answer(
-                503, "unavailable", "the token store is unavailable; retry later"
-            ) from None
-        info = found if scheme.lower() == "bearer" else None
+        info = self.lookup(secret.strip()) if scheme.lower() == "bearer" else None
         if info is None:
             raise Answer(
                 401,
@@ -161,6 +155,16 @@ class Api:
                 headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
             )
         return info.tenant
+
+    def lookup(self, secret: str) -> TokenInfo | None:
+        """The token store's answer; 503 if it cannot be read."""
+        try:
+            return self.deployment.tokens.lookup(secret)
+        except CasError as error:
+            log.error("token store unavailable: %s", error)
+            raise Answer(
+                503, "unavailable", "the token store is unavailable; retry later"
+            ) from None
 
     def repository(self, tenant: str) -> Repository | None:
         """The tenant's repository; None if it has none yet (so it has no runs)."""
