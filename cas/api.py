@@ -327,18 +327,16 @@ def create_app(deployment: Deployment) -> Starlette:
 
 
 def app_from_environment() -> Starlette:
-    """The application ``cas serve`` hands uvicorn (its workers rebuild it from the environment).
-
-    ``CAS_SERVE_ROOT``, ``CAS_ENDPOINT_URL``, ``CAS_EXECUTION_STORE`` and
-    ``CAS_TOKEN_CACHE_SECONDS`` as `cas.cli_serve` sets them.
-    """
+    """The application ``cas serve`` hands uvicorn (each worker rebuilds it from here):
+    ``CAS_SERVE_ROOT``, ``CAS_SERVE_STORAGE`` (fsspec options as JSON),
+    ``CAS_EXECUTION_STORE`` and ``CAS_TOKEN_CACHE_SECONDS``, set by `cas.cli_serve`."""
     import os
 
     from cas.deployment import Deployment
 
     deployment = Deployment.configure(
         os.environ["CAS_SERVE_ROOT"],
-        endpoint_url=os.environ.get("CAS_ENDPOINT_URL") or None,
+        storage_options=orjson.loads(os.environ.get("CAS_SERVE_STORAGE") or "{}"),
         execution_store=os.environ.get("CAS_EXECUTION_STORE") or None,
         token_cache_seconds=float(os.environ.get("CAS_TOKEN_CACHE_SECONDS") or 0),
     )

@@ -12,34 +12,17 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import orjson
 import typer
 
 from cas import cli_render as render
-from cas.errors import RepositoryError
+from cas.errors import InvalidInputError, RepositoryError
 
 if TYPE_CHECKING:
     from cas.deployment import Deployment
     from cas.tokens import TokenInfo, TokenStore
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
-EndpointOption = Annotated[
-    str | None,
-    typer.Option(
-        "--endpoint-url",
-        envvar="CAS_ENDPOINT_URL",
-        metavar="URL",
-        help="S3 endpoint of the deployment root (MinIO, R2, a test server).",
-    ),
-]
-ExecutionStoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--execution-store",
-        envvar="CAS_EXECUTION_STORE",
-        metavar="DSN",
-        help="postgresql://... holding runs, manifests and tokens; default: the object store.",
-    ),
-]
 
 token_app = typer.Typer(
     help="Create, list and revoke the API's bearer tokens (stored hashed).",
@@ -47,44 +30,33 @@ token_app = typer.Typer(
 )
 
 
-def _root(ctx: typer.Context, *, json: bool) -> str:
-    """The deployment root (global ``--repo``); records the output mode for errors."""
+def deployment(ctx: typer.Context, *, json: bool, token_cache: float = 0.0) -> Deployment:
+    """The deployment the global options name (``--repo`` is its root, ``--endpoint-url``
+    and ``--execution-store`` apply); records the output mode for errors first."""
+    from cas.deployment import Deployment
     from cas.repository import default_location
 
-    state = ctx.obj
+    state = ctx.obj  # `cas.cli._State`
     if state is not None:
-        state.json = json  # `cas.cli._State`: errors under --json are JSON
-    location: str | None = getattr(state, "location", None)
-    return location or default_location()
-
-
-def deployment(
-    ctx: typer.Context,
-    *,
-    json: bool,
-    endpoint_url: str | None,
-    execution_store: str | None,
-    token_cache: float = 0.0,
-) -> Deployment:
-    """The deployment the options describe; a local root must be an existing folder."""
-    from cas.deployment import Deployment
-
-    root = _root(ctx, json=json)
+        state.json = json
+    if getattr(state, "tenant", None) is not None:
+        raise InvalidInputError(
+            "--tenant picks one tenant's repository, but this command works on the whole "
+            "deployment under --repo: leave --tenant out"
+        )
+    root = getattr(state, "location", None) or default_location()
     if "://" not in root and not Path(root).is_dir():
         raise RepositoryError(f"no deployment root at {root!r}: expected a folder (or a URL)")
     return Deployment.configure(
         root,
-        endpoint_url=endpoint_url,
-        execution_store=execution_store,
+        storage_options=getattr(state, "storage", None),
+        execution_store=getattr(state, "execution_store", None),
         token_cache_seconds=token_cache,
     )
 
 
-def _tokens(
-    ctx: typer.Context, json: bool, endpoint_url: str | None, execution_store: str | None
-) -> TokenStore:
-    found = deployment(ctx, json=json, endpoint_url=endpoint_url, execution_store=execution_store)
-    return found.tokens
+def _tokens(ctx: typer.Context, json: bool) -> TokenStore:
+    return deployment(ctx, json=json).tokens
 
 
 def register(app: typer.Typer) -> None:
@@ -98,8 +70,6 @@ def serve(
     *,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
-    endpoint_url: EndpointOption = None,
-    execution_store: ExecutionStoreOption = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes.")] = 1,
     token_cache: Annotated[
         float,
@@ -117,15 +87,9 @@ def serve(
     """Serve the read-only HTTP API (see docs/deployment.md) until interrupted."""
     import uvicorn
 
-    found = deployment(
-        ctx,
-        json=False,
-        endpoint_url=endpoint_url,
-        execution_store=execution_store,
-        token_cache=token_cache,
-    )
+    found = deployment(ctx, json=False, token_cache=token_cache)
     found.tokens.list()  # fail now, not on the first request, if the tokens are unreadable
-    os.environ.update(_environment(found.root, endpoint_url, execution_store, token_cache))
+    os.environ.update(environment(found, token_cache))
     typer.echo(f"serving {found.root} on http://{host}:{port} ({workers} workers)", err=True)
     uvicorn.run(
         "cas.api:app_from_environment",
@@ -137,14 +101,12 @@ def serve(
     )
 
 
-def _environment(
-    root: str, endpoint_url: str | None, execution_store: str | None, token_cache: float
-) -> dict[str, str]:
-    """What `cas.api.app_from_environment` reads in each worker."""
+def environment(found: Deployment, token_cache: float) -> dict[str, str]:
+    """What `cas.api.app_from_environment` reads in each worker process."""
     return {
-        "CAS_SERVE_ROOT": root,
-        "CAS_ENDPOINT_URL": endpoint_url or "",
-        "CAS_EXECUTION_STORE": execution_store or "",
+        "CAS_SERVE_ROOT": found.root,
+        "CAS_SERVE_STORAGE": orjson.dumps(found.storage_options).decode(),
+        "CAS_EXECUTION_STORE": found.execution_store or "",
         "CAS_TOKEN_CACHE_SECONDS": str(token_cache),
     }
 
@@ -155,12 +117,10 @@ def token_create(
     tenant: Annotated[str, typer.Argument(metavar="TENANT", help="The tenant it reads (id rule).")],
     *,
     name: Annotated[str, typer.Option("--name", help="A label, e.g. who holds it.")] = "",
-    endpoint_url: EndpointOption = None,
-    execution_store: ExecutionStoreOption = None,
     json: JsonFlag = False,
 ) -> None:
     """Create a token for TENANT and print its secret: the only time it is shown."""
-    store = _tokens(ctx, json, endpoint_url, execution_store)
+    store = _tokens(ctx, json)
     secret, info = store.create(tenant, name)
     if json:
         render.emit_json({**info.to_dict(), "secret": secret})
@@ -176,12 +136,10 @@ def token_create(
 @token_app.command("list")
 def token_list(
     ctx: typer.Context,
-    endpoint_url: EndpointOption = None,
-    execution_store: ExecutionStoreOption = None,
     json: JsonFlag = False,
 ) -> None:
     """List tokens (never their secrets): id, tenant, name, created, revoked."""
-    found = _tokens(ctx, json, endpoint_url, execution_store).list()
+    found = _tokens(ctx, json).list()
     if json:
         render.emit_json([info.to_dict() for info in found])
         return
@@ -200,12 +158,10 @@ def _token_line(info: TokenInfo) -> str:
 def token_revoke(
     ctx: typer.Context,
     token_id: Annotated[str, typer.Argument(metavar="ID", help="The token id (tok_...).")],
-    endpoint_url: EndpointOption = None,
-    execution_store: ExecutionStoreOption = None,
     json: JsonFlag = False,
 ) -> None:
     """Revoke a token: it stops authenticating (after a server's --token-cache at most)."""
-    info = _tokens(ctx, json, endpoint_url, execution_store).revoke(token_id)
+    info = _tokens(ctx, json).revoke(token_id)
     if json:
         render.emit_json(info.to_dict())
         return

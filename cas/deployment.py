@@ -21,23 +21,13 @@ from typing import TYPE_CHECKING, Any
 from cas.errors import NotFoundError
 from cas.ids import check_tenant
 from cas.objects import Backend, open_backend
-from cas.remotes import TENANTS, normalise_url
+from cas.remotes import Location, normalise_url
 from cas.tokens import BackendTokenStore, TokenStore
 
 if TYPE_CHECKING:
     from cas.repository import Repository
 
 CONFIG = "config.json"  # the repository marker (`cas.repository.CONFIG`)
-
-
-def storage_options(root: str, endpoint_url: str | None = None) -> dict[str, Any]:
-    """fsspec options for `root`: the endpoint (MinIO, a test server), no stale listings."""
-    options: dict[str, Any] = {}
-    if endpoint_url:
-        options["client_kwargs"] = {"endpoint_url": endpoint_url}
-    if root.startswith(("s3://", "s3a://")):
-        options["use_listings_cache"] = False
-    return options
 
 
 def token_store(
@@ -50,7 +40,7 @@ def token_store(
     """Where a deployment keeps its tokens: PostgreSQL when that is the execution store,
     else ``tokens.json`` at the root."""
     if execution_store:
-        from cas.pgstore import PostgresTokenStore  # type: ignore[attr-defined,unused-ignore]
+        from cas.pgstore import PostgresTokenStore
 
         store: TokenStore = PostgresTokenStore(execution_store)
         return store
@@ -75,13 +65,16 @@ class Deployment:
         cls,
         root: str,
         *,
-        endpoint_url: str | None = None,
+        storage_options: dict[str, Any] | None = None,
         execution_store: str | None = None,
         token_cache_seconds: float = 0.0,
     ) -> Deployment:
-        """A deployment from the ``cas serve`` options (a local root is made absolute)."""
+        """A deployment from the ``cas serve`` options (a local root is made absolute).
+
+        `storage_options` are fsspec's (`cas.remotes.Location.storage_options`).
+        """
         root = normalise_url(root)
-        options = storage_options(root, endpoint_url)
+        options = {**Location(root).storage_options(), **(storage_options or {})}
         tokens = token_store(
             root,
             execution_store=execution_store,
@@ -91,8 +84,8 @@ class Deployment:
         return cls(root, tokens, options, execution_store or None)
 
     def location(self, tenant: str) -> str:
-        """The object root of `tenant`'s repository."""
-        return f"{self.root.rstrip('/')}/{TENANTS}/{check_tenant(tenant)}"
+        """The object root of `tenant`'s repository (as ``cas --tenant`` places it)."""
+        return Location(self.root, tenant=check_tenant(tenant)).root
 
     def open_repository(self, tenant: str) -> Repository:
         """`tenant`'s repository (kept open); `NotFoundError` if the tenant has none yet."""

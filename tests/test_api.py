@@ -129,8 +129,8 @@ def populate(root: str, options: dict[str, Any]) -> None:
 
 def create_tokens(api: Api, endpoint_url: str) -> None:
     """acme's token through the CLI (``cas token create --json``), the rest directly."""
-    args = ["--repo", api.root, "token", "create", "acme", "--name", "tests", "--json"]
-    done = CliRunner().invoke(app, [*args, "--endpoint-url", endpoint_url])
+    args = ["token", "create", "acme", "--name", "tests", "--json"]
+    done = CliRunner().invoke(app, ["--repo", api.root, "--endpoint-url", endpoint_url, *args])
     assert done.exit_code == 0, done.output
     api.tokens["acme"] = orjson.loads(done.stdout)["secret"]
     store = BackendTokenStore(open_backend(api.root, **api.options))
@@ -143,8 +143,8 @@ def create_tokens(api: Api, endpoint_url: str) -> None:
 def start_server(root: str, endpoint_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     for _ in range(5):
         port = free_port()
-        command = [sys.executable, "-m", "cas.cli", "--repo", root, "serve", "--port", str(port)]
-        command += ["--endpoint-url", endpoint_url, "--no-access-log"]
+        command = [sys.executable, "-m", "cas.cli", "--repo", root, "--endpoint-url", endpoint_url]
+        command += ["serve", "--port", str(port), "--no-access-log"]
         with log.open("wb") as out:
             server = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
@@ -394,7 +394,7 @@ def test_a_token_revoked_through_the_cli_stops_working(api: Api, moto_server: Mo
     assert api.client.get("/v1/runs", headers=headers).status_code == 200
     done = CliRunner().invoke(
         app,
-        ["--repo", api.root, "token", "revoke", info.token_id, "--endpoint-url", url],
+        ["--repo", api.root, "--endpoint-url", url, "token", "revoke", info.token_id],
     )
     assert done.exit_code == 0, done.output
     assert done.stdout == f"revoked token {info.token_id} of tenant acme\n"
