@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -261,6 +261,10 @@ class PostgresStore:
             )
         if result.run_id != run_id:
             raise InvalidInputError(f"result is for run {result.run_id!r}, not {run_id!r}")
+        if result.runbook is not None and "\x00" in result.runbook:
+            raise InvalidInputError(
+                f"invalid runbook name {result.runbook[:80]!r}: PostgreSQL text cannot hold NUL"
+            )
         counts = result.counts()
         values = [
             self.tenant,
@@ -516,3 +520,22 @@ def run_sql(dsn: str, *statements: str, params: tuple[object, ...] = ()) -> list
             cursor = conn.execute(statement.encode(), params or None)
             rows = cursor.fetchall() if cursor.description else []
     return rows
+
+
+def copy_rows(dsn: str, table: str, columns: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> int:
+    """Bulk-load `rows` into `table` with COPY (benchmarks, imports); the row count.
+
+    `table` and `columns` come from code, never from user input.
+    """
+    count = 0
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    with (
+        _errors(dsn),
+        psycopg.connect(dsn) as conn,
+        conn.cursor() as cursor,
+        cursor.copy(statement.encode()) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+            count += 1
+    return count

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from cas.cli import app
-from cas.errors import InvalidIdError, NotFoundError, RepositoryError
+from cas.errors import InvalidIdError, InvalidInputError, NotFoundError, RepositoryError
 from cas.index_rows import RunQuery
 from cas.model import ArtifactEntry, ArtifactOutcome
 from cas.pgstore import SCHEMA_VERSION, PostgresStore, migrate, migrations, run_sql, status
 from cas.repository import Repository
+from cas.testing import strategies
 from cas.testing.pg import (
     PgDatabase,
     PostgresSuite,
@@ -366,3 +371,50 @@ def test_cli_refuses_a_non_postgres_execution_store(tmp_path: Path) -> None:
     result = _cas("--repo", str(tmp_path), "--execution-store", "mysql://x/y", "runs")
     assert result.exit_code == 2
     assert "invalid execution store 'mysql://x/y': expected a postgresql:// URL" in result.stderr
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    result=strategies.execution_results(st.just("run-h")).filter(
+        lambda r: r.runbook is None or "\x00" not in r.runbook
+    ),
+    message=strategies.messages(),
+)
+def test_hypothesis_round_trip(pg_store: Repository, result: Any, message: Any) -> None:
+    """Whatever result and message the models accept come back equal, order included.
+
+    Every example saves over the same run (the fixture is shared on purpose).
+    """
+    pg_store.artifacts.save("run-h", "artifact", message)
+    pg_store.executions.save("run-h", result)
+    back = pg_store.executions.get("run-h")
+    assert back == result
+    assert list(back.artifacts) == list(result.artifacts)  # plan order, not jsonb's
+    assert back.to_dict() == result.to_dict()  # time zones as given
+    assert pg_store.artifacts.get("run-h", "artifact") == message
+
+
+def test_runbook_with_nul_is_refused(pg_store: Repository) -> None:
+    with pytest.raises(InvalidInputError, match="NUL"):
+        pg_store.executions.save("r", sample_result("r", runbook="a\x00b"))
+    assert pg_store.run_ids() == []
+
+
+@pytest.fixture(scope="module")
+def pg_module(postgres_server: PostgresServer) -> Iterator[PgDatabase]:
+    database = fresh_database(postgres_server)
+    yield database
+    drop_database(postgres_server, database)
+
+
+@pytest.fixture
+def pg_store(pg_module: PgDatabase, tmp_path: Path) -> Iterator[Repository]:
+    tenant = f"t{uuid.uuid4().hex[:12]}"  # a fresh tenant: nothing of the last test shows
+    yield Repository.init(str(tmp_path / "r"), execution_store=pg_module.dsn, tenant=tenant)
