@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import orjson
 import pytest
+from typer.testing import CliRunner, Result
 
+from cas.cli import app
 from cas.errors import InvalidIdError, InvalidInputError, NotFoundError
 from cas.objects import LocalBackend, open_backend
 from cas.testing.services import S3Bucket
@@ -120,3 +123,51 @@ def test_tokens_on_s3(s3_bucket: S3Bucket) -> None:
     assert again.lookup(secret) == info
     again.revoke(info.token_id)
     assert store.lookup(secret) is None
+
+
+# the cas token commands --------------------------------------------------------------------
+
+
+def cas(root: Path, *args: str) -> Result:
+    return CliRunner().invoke(app, ["--repo", str(root), *args])
+
+
+def test_token_commands(tmp_path: Path) -> None:
+    made = cas(tmp_path, "token", "create", "acme", "--name", "ci")
+    assert made.exit_code == 0, made.output
+    secret = made.stdout.strip()
+    assert is_well_formed(secret)
+    assert "keep the secret above, it is not shown again" in made.stderr
+    info = BackendTokenStore(LocalBackend(tmp_path)).lookup(secret)
+    assert info is not None and info.tenant == "acme"
+    as_json = json.loads(cas(tmp_path, "token", "create", "globex", "--json").stdout)
+    assert set(as_json) == {"token_id", "tenant", "name", "created_at", "revoked_at", "secret"}
+    listed = json.loads(cas(tmp_path, "token", "list", "--json").stdout)
+    assert [row["tenant"] for row in listed] == ["acme", "globex"]
+    assert all("secret" not in row for row in listed)
+    assert secret not in cas(tmp_path, "token", "list").stdout
+    revoked = cas(tmp_path, "token", "revoke", info.token_id)
+    assert revoked.stdout == f"revoked token {info.token_id} of tenant acme\n"
+    assert "revoked" in cas(tmp_path, "token", "list").stdout.splitlines()[0]
+    assert BackendTokenStore(LocalBackend(tmp_path)).lookup(secret) is None
+
+
+def test_token_command_errors(tmp_path: Path) -> None:
+    bad_tenant = cas(tmp_path, "token", "create", "../x")
+    assert bad_tenant.exit_code == 2
+    assert bad_tenant.stderr.startswith("cas: error: invalid tenant '../x'")
+    unknown = cas(tmp_path, "token", "revoke", "tok_000000000000", "--json")
+    assert unknown.exit_code == 3
+    assert json.loads(unknown.stderr)["error"]["message"] == "no token 'tok_000000000000'"
+    assert cas(tmp_path, "token", "revoke", "nope").exit_code == 2
+    with_tenant = CliRunner().invoke(
+        app, ["--repo", str(tmp_path), "--tenant", "a", "token", "list"]
+    )
+    assert with_tenant.exit_code == 2
+    assert "leave --tenant out" in with_tenant.stderr
+    missing = cas(tmp_path / "absent", "token", "list")
+    assert missing.exit_code == 6
+    assert "no deployment root" in missing.stderr
+    serve = cas(tmp_path / "absent", "serve")
+    assert serve.exit_code == 6
+    assert not (tmp_path / "absent").exists()
