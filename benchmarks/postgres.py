@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from cas.index_rows import RunQuery
+from cas.pg_sql import run_query
 from cas.pgstore import PostgresStore, copy_rows, run_sql
 from cas.testing.pg import drop_database, fresh_database
 from cas.testing.services import (
@@ -176,6 +177,14 @@ def measure(dsn: str, args: argparse.Namespace, pool: list[bytes]) -> dict[str, 
         query = RunQuery(digest=rng.choice(pool).hex(), limit=50)
         return rng.choice(stores).query_runs(query)
 
+    plans = {
+        "newest": plan(stores[0], RunQuery(limit=50)),
+        "failed_in_range": plan(
+            stores[0],
+            RunQuery(status="failed", since=middle, until=middle + timedelta(days=30), limit=50),
+        ),
+        "holding_digest": plan(stores[0], RunQuery(digest=pool[0].hex(), limit=50)),
+    }
     sizes = {
         "newest": len(newest()),
         "failed_in_range": len(failed_range()),
@@ -188,7 +197,15 @@ def measure(dsn: str, args: argparse.Namespace, pool: list[bytes]) -> dict[str, 
     }
     for item in results.values():
         item["meets_20ms"] = item["median_ms"] <= TARGET_S * 1000
-    return {"rows_returned_once": sizes, "queries": results}
+    return {"rows_returned_once": sizes, "queries": results, "plans": plans}
+
+
+def plan(store: PostgresStore, query: RunQuery) -> list[str]:
+    """The query's plan as PostgreSQL ran it (as the application role, RLS applied)."""
+    sql, params = run_query(store.tenant, query)
+    with store.transaction() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}".encode(), params)
+        return [row[0] for row in cursor.fetchall()]
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from cas.testing.pg import (
     fresh_database,
     table_rows,
 )
-from cas.testing.services import PostgresServer
+from cas.testing.services import PostgresServer, S3Bucket
 from cas.testing.store_tests import ArtifactStoreTests, sample_message, sample_result
 
 pytestmark = pytest.mark.postgres
@@ -418,3 +418,36 @@ def pg_module(postgres_server: PostgresServer) -> Iterator[PgDatabase]:
 def pg_store(pg_module: PgDatabase, tmp_path: Path) -> Iterator[Repository]:
     tenant = f"t{uuid.uuid4().hex[:12]}"  # a fresh tenant: nothing of the last test shows
     yield Repository.init(str(tmp_path / "r"), execution_store=pg_module.dsn, tenant=tenant)
+
+
+# --------------------------------------------------------------------------- S3 objects
+
+
+@pytest.mark.s3
+def test_objects_on_s3_records_in_postgres(pg: PgDatabase, s3_bucket: S3Bucket) -> None:
+    url, options = s3_bucket
+    repo = Repository.init(url, execution_store=pg.dsn, tenant="alpha", **options)
+    message = sample_message()
+    repo.artifacts.save("run-1", "a", message)
+    repo.executions.save("run-1", sample_result("run-1"))
+    again = Repository.open(url, execution_store=pg.dsn, tenant="alpha", **options)
+    assert again.artifacts.get("run-1", "a") == message
+    assert again.resolve_run("latest") == "run-1"
+    assert len(list(again.objects)) == 1  # the payload is in the bucket
+    assert again.backend.children("runs") == []  # its records are not
+    beta = Repository.open(url, execution_store=pg.dsn, tenant="beta", **options)
+    assert beta.run_ids() == []
+
+
+def test_resolve_latest_in_sql_matches_the_listing(pg_store: Repository) -> None:
+    for day in (3, 1, 2):
+        run_id = f"run-{day}"
+        pg_store.executions.save(run_id, sample_result(run_id, started_at=datetime(2024, 1, day)))
+    pg_store.artifacts.save("run-0-no-result", "a", sample_message())
+    order = [info.run_id for info in pg_store.runs()]
+    assert order == ["run-3", "run-2", "run-1", "run-0-no-result"]
+    for back, run_id in enumerate(order):
+        assert pg_store.resolve_run(f"latest~{back}") == run_id
+    assert pg_store.resolve_run("latest", exclude="run-3") == "run-2"
+    with pytest.raises(NotFoundError, match="it holds 4 runs"):
+        pg_store.resolve_run("latest~4")
