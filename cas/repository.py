@@ -249,6 +249,13 @@ class Repository:
         `exclude` leaves one run out (a running run reusing "the latest" other one).
         """
         back = _steps_back(text)
+        if back is not None and self.records is not None:
+            # one indexed query instead of reading every run (runs without a result,
+            # listed last by `runs()`, are only reached past the end of these)
+            rows = self.records.query_runs(RunQuery(limit=back + 2))
+            newest = [row.run_id for row in rows if row.run_id != exclude]
+            if len(newest) > back:
+                return newest[back]
         if back is not None:
             runs = [info for info in self.runs() if info.run_id != exclude]
             if len(runs) <= back:
