@@ -1,4 +1,4 @@
-"""Bytes under keys: the tiny backends, and the content-addressed object store on top.
+"""Bytes under keys: the tiny backends (the object store on top is `cas.objectstore`).
 
 A backend knows a handful of verbs (write, read, exists, list, delete, and append
 where the medium allows it) and nothing about hashing or runs. Keys are relative
@@ -6,10 +6,8 @@ where the medium allows it) and nothing about hashing or runs. Keys are relative
 checks the normalised path, so no key can reach outside the root. (Symbolic
 links planted inside a repository are followed: the root is trusted.)
 
-`ObjectStore` names bytes by their BLAKE3 digest under ``objects/ab/cdef…``: a
-write is skipped when the object exists, every read re-hashes.
-
-fsspec (and through it s3fs) is imported only here.
+On S3 every verb is one request, without the HEADs and LISTs some s3fs calls add
+(`cas.s3`). fsspec (and through it s3fs) is imported only here.
 """
 
 from __future__ import annotations
@@ -25,7 +23,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from cas.digest import Digest, is_digest_prefix
+from cas import s3
+from cas.digest import Digest
 from cas.errors import IntegrityError, InvalidInputError, NotFoundError
 
 TEMP_SUFFIX = ".tmp"
@@ -292,7 +291,11 @@ def _repair_torn_tail(fd: int) -> None:
 
 
 class FsspecBackend:
-    """Any fsspec filesystem (memory, S3 through s3fs, …): one PUT per write."""
+    """Any fsspec filesystem (memory, S3 through s3fs, …): one PUT per write.
+
+    On S3 every verb is one request (`cas.s3`: no hidden HEADs or LISTs), and
+    listings page lazily, `listing_page` keys a request, so a reader can stop early.
+    """
 
     supports_append = False
 
@@ -302,6 +305,10 @@ class FsspecBackend:
         self.fs, root = fsspec.url_to_fs(url, **storage_options)
         self.root = root.rstrip("/")
         self.url = url
+        self.s3 = s3.is_s3(self.fs)
+        self.listing_page = s3.PAGE if self.s3 else 0  # keys a listing request; 0: one call
+        # One GET: a cat_file allowed to read concurrently first HEADs the object's size.
+        self._read_options: dict[str, Any] = {"max_concurrency": 1} if self.s3 else {}
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{check_key(key)}"
@@ -314,30 +321,59 @@ class FsspecBackend:
 
     def read(self, key: str) -> bytes:
         try:
-            data: bytes = self.fs.cat_file(self._path(key))
+            data: bytes = self.fs.cat_file(self._path(key), **self._read_options)
         except (FileNotFoundError, IsADirectoryError):
             raise NotFoundError(f"no such key {key!r} in {self.url}") from None
         return data
 
+    def _info(self, key: str) -> dict[str, Any] | None:
+        """The file's info dict, or None if `key` holds no file (on S3 one HEAD)."""
+        path = self._path(key)
+        if self.s3:
+            return s3.head(self.fs, path)
+        try:
+            info: dict[str, Any] = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        return info if info.get("type") == "file" else None
+
     def exists(self, key: str) -> bool:
-        return bool(self.fs.isfile(self._path(key)))
+        return self._info(key) is not None
 
     def size(self, key: str) -> int:
-        try:
-            info = self.fs.info(self._path(key))
-        except FileNotFoundError:
-            info = {}
-        if info.get("type") != "file":
+        info = self._info(key)
+        if info is None:
             raise NotFoundError(f"no such key {key!r} in {self.url}")
         return int(info["size"])
 
+    def find(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(key, info)`` of every file below the folder `prefix`, in key order."""
+        folder = self._folder(prefix)
+        if self.s3:
+            found: Iterable[tuple[str, dict[str, Any]]] = (
+                (info["name"], info) for info in s3.listing(self.fs, folder, page=self.listing_page)
+            )
+        else:
+            try:
+                found = sorted(self.fs.find(folder, detail=True).items())
+            except FileNotFoundError:
+                return
+        for path, info in found:
+            if info.get("type", "file") == "file":
+                yield _relative(str(path), self.root), info
+
     def list(self, prefix: str) -> Iterator[str]:
-        for path in self.fs.find(self._folder(prefix)):
-            yield _relative(str(path), self.root)
+        for key, _info in self.find(prefix):
+            yield key
 
     def children(self, prefix: str) -> builtins.list[str]:
         try:
-            entries = self.fs.ls(self._folder(prefix), detail=False)
+            if self.s3:
+                entries = [
+                    e["name"] for e in s3.listing(self.fs, self._folder(prefix), delimiter="/")
+                ]
+            else:
+                entries = self.fs.ls(self._folder(prefix), detail=False)
         except FileNotFoundError:
             return []
         return [str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries]
@@ -347,7 +383,7 @@ class FsspecBackend:
         if not paths:
             return
         try:
-            self.fs.rm(paths)  # one batched request where the filesystem has one (S3)
+            self.fs.rm(paths)  # one batched request per 1,000 keys on S3 (DeleteObjects)
         except FileNotFoundError:
             # Some filesystems (memory) stop at the first absent key: finish one by one.
             for path in paths:
@@ -383,7 +419,7 @@ def refresh(backend: Backend, key: str) -> bool:
 def list_times(backend: Backend, prefix: str) -> Iterator[tuple[str, float, int]]:
     """``(key, mtime, size)`` of every file below `prefix`: one listing, not a call per key.
 
-    Locally a scandir per folder; on fsspec one ``find(detail=True)`` (on S3 paginated
+    Locally a scandir per folder; on fsspec `FsspecBackend.find` (on S3 paginated
     ListObjectsV2 of the prefix). An mtime that cannot be read is reported as now.
     """
     import time
@@ -400,14 +436,8 @@ def list_times(backend: Backend, prefix: str) -> Iterator[tuple[str, float, int]
                             yield key, info.st_mtime, info.st_size
         return
     if isinstance(backend, FsspecBackend):
-        try:
-            found = backend.fs.find(backend._folder(prefix), detail=True)
-        except FileNotFoundError:
-            return
-        for path, info in found.items():
-            if info.get("type", "file") == "file":
-                stamp = _info_mtime(info)
-                yield _relative(str(path), backend.root), stamp or time.time(), int(info["size"])
+        for key, found in backend.find(prefix):
+            yield key, _info_mtime(found) or time.time(), int(found["size"])
         return
     now = time.time()
     for key in backend.list(prefix):
@@ -436,118 +466,6 @@ def open_backend(url: str, *, fsync: bool = True, **storage_options: Any) -> Bac
     if "://" not in url or url.startswith("file://"):
         return LocalBackend(url.removeprefix("file://"), fsync=fsync)
     return FsspecBackend(url, **storage_options)
-
-
-OBJECTS = "objects"
-
-
-class ObjectStore:
-    """Write-once objects named by the BLAKE3 of their bytes; every read re-hashes.
-
-    With ``compressed=True`` the stored bytes are a zstd frame of the named bytes
-    (the digest is always of the uncompressed bytes, so identical content is one
-    object however it is stored).
-    """
-
-    def __init__(
-        self, backend: Backend, prefix: str = OBJECTS, *, compressed: bool = False
-    ) -> None:
-        self.backend = backend
-        self.prefix = prefix
-        self.compressed = compressed
-        self.written_objects = 0
-        self.written_bytes = 0
-        self._count_lock = threading.Lock()
-        self._corrupt: set[Digest] = set()  # found damaged by a read: the next put rewrites
-
-    def key(self, digest: Digest) -> str:
-        """Where `digest` lives in the backend."""
-        return f"{self.prefix}/{digest.path}"
-
-    def put(self, data: bytes, digest: Digest | None = None) -> tuple[Digest, bool]:
-        """Store `data`; return its digest and whether bytes were written (False if present)."""
-        digest = digest or Digest.of(data)
-        key = self.key(digest)
-        if digest not in self._corrupt and refresh(self.backend, key):
-            return digest, False  # a dedup hit (renewed for GC on a local folder)
-        stored = compress(data) if self.compressed else data
-        self.backend.write(key, stored)
-        with self._count_lock:
-            self.written_objects += 1
-            self.written_bytes += len(stored)
-            self._corrupt.discard(digest)
-        return digest, True
-
-    def get(self, digest: Digest) -> bytes:
-        """The verified bytes of `digest`; `NotFoundError` or `IntegrityError` otherwise."""
-        key = self.key(digest)
-        try:
-            data = self.backend.read(key)
-        except NotFoundError:
-            raise NotFoundError(f"object {digest.hex} is missing ({key})") from None
-        try:
-            return self._verified(data, digest, key)
-        except IntegrityError:
-            with self._count_lock:
-                self._corrupt.add(digest)
-            raise
-
-    def _verified(self, data: bytes, digest: Digest, key: str) -> bytes:
-        if self.compressed:
-            data = decompress(data, digest, key)
-        found = Digest.of(data)
-        if found != digest:
-            raise IntegrityError(
-                f"object {digest.hex} is corrupt: its bytes hash to {found.hex}",
-                digest=digest.hex,
-                location=key,
-            )
-        return data
-
-    def damaged(self, digests: Iterable[Digest]) -> set[Digest]:
-        """Which of `digests` a read in this process found corrupt (a put rewrites them)."""
-        return self._corrupt.intersection(digests)
-
-    def size(self, digest: Digest) -> int:
-        """Stored size of an object."""
-        return self.backend.size(self.key(digest))
-
-    listing_threshold = 3  # wanted digests in one shard that make listing it cheaper
-
-    def missing(self, digests: Iterable[Digest]) -> set[Digest]:
-        """Which of `digests` are absent: a listing for shards holding several, else a check."""
-        wanted = set(digests)
-        if isinstance(self.backend, LocalBackend):  # a stat is cheaper than any listing
-            return {d for d in wanted if not refresh(self.backend, self.key(d))}
-        by_shard: dict[str, list[Digest]] = {}
-        for digest in wanted:
-            by_shard.setdefault(digest.hex[:2], []).append(digest)
-        absent: set[Digest] = set()
-        for shard, group in by_shard.items():
-            if len(group) >= self.listing_threshold:
-                absent.update(set(group) - set(self._in_shard(shard)))
-            else:
-                absent.update(d for d in group if not self.backend.exists(self.key(d)))
-        return absent
-
-    def _in_shard(self, shard: str) -> Iterator[Digest]:
-        for name in self.backend.children(f"{self.prefix}/{shard}"):
-            if is_digest_prefix(shard + name) and len(name) == 62:
-                yield Digest(shard + name)
-
-    def __iter__(self) -> Iterator[Digest]:
-        """Every stored digest (temporaries skipped)."""
-        for shard in sorted(self.backend.children(self.prefix)):
-            if len(shard) == 2:
-                yield from self._in_shard(shard)
-
-    def matching(self, prefix: str) -> list[Digest]:
-        """Stored digests starting with `prefix` (at least two hex characters)."""
-        return sorted(d for d in self._in_shard(prefix[:2]) if d.hex.startswith(prefix))
-
-    def delete(self, digests: Iterable[Digest]) -> None:
-        """Remove objects (garbage collection only)."""
-        self.backend.delete(self.key(d) for d in digests)
 
 
 _codecs = threading.local()

@@ -21,7 +21,8 @@ import orjson
 
 from cas.digest import Digest
 from cas.errors import CasError, IntegrityError, NotFoundError
-from cas.objects import Backend, ObjectStore, compress, decompress, refresh
+from cas.objects import Backend, compress, decompress, refresh
+from cas.objectstore import ObjectStore
 
 CHUNKS = "chunks"
 LISTS = "lists"

@@ -25,7 +25,8 @@ import pytest
 
 from cas.digest import Digest
 from cas.errors import IntegrityError, InvalidInputError, NotFoundError
-from cas.objects import Backend, ObjectStore, decompress
+from cas.objects import Backend, decompress
+from cas.objectstore import ObjectStore
 from cas.testing.repository_tests import ArtifactStoreTests, ExecutionStoreTests
 from cas.testing.store_helpers import (
     HOSTILE_IDS,
