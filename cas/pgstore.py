@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -56,6 +57,7 @@ POOL_MAX = 4
 
 _POOLS: dict[str, ConnectionPool] = {}
 _POOLS_LOCK = threading.Lock()
+_CHECKED: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()  # role and schema checked
 
 
 # --------------------------------------------------------------------------- connections
@@ -107,6 +109,7 @@ def close_pools(dsn: str | None = None) -> None:
         names = [dsn] if dsn is not None else list(_POOLS)
         pools = [_POOLS.pop(name) for name in names if name in _POOLS]
     for pool in pools:
+        _CHECKED.discard(pool)
         pool.close()
 
 
@@ -231,9 +234,12 @@ class PostgresStore:
         self.dsn = dsn
         self.tenant = check_tenant(tenant)
         self.pool: ConnectionPool = pool if pool is not None else pool_for(dsn)
+        if self.pool in _CHECKED:  # once per pool: a server opens a store per request
+            return
         with self._errors(), self.pool.connection() as conn:
             check_role(conn)
             check_schema(conn)
+        _CHECKED.add(self.pool)
 
     @property
     def url(self) -> str:
