@@ -1,9 +1,12 @@
 """``cas serve`` over real HTTP: a uvicorn server process over a deployment in moto S3.
 
-The server is the real command (``python -m cas.cli --repo s3://… serve``) started
-once for the module; requests go through httpx. Tenants: ``acme`` (the runs most
-tests read), ``globex`` (whose runs acme must never see), ``damaged`` (a run with
-a corrupted payload) and ``nobody`` (a token, but no repository).
+Every test runs twice: objects and run records in S3, and objects in S3 with run
+records and tokens in PostgreSQL (row-level security, the server logged in as a
+role granted ``cas_app``). The server is the real command (``python -m cas.cli
+--repo s3://… [--execution-store postgresql://…] serve``) started once per backend;
+requests go through httpx. Tenants: ``acme`` (the runs most tests read),
+``globex`` (whose runs acme must never see), ``busy`` (gets a run mid-walk),
+``damaged`` (a run with a corrupted payload) and ``nobody`` (a token, no repository).
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
 from cas.cli import app
+from cas.errors import NotFoundError
 from cas.index_rows import RunQuery
 from cas.model import ArtifactOutcome, ExecutionResult, Message, RunStatus, SchemaRef
 from cas.objects import open_backend
+from cas.pgstore import PostgresStore, PostgresTokenStore
 from cas.repository import Repository
+from cas.testing.pg import PgDatabase, drop_database, fresh_database
 from cas.testing.services import MotoServer, free_port
-from cas.tokens import BackendTokenStore
+from cas.tokens import BackendTokenStore, TokenStore
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -49,6 +55,8 @@ class Api:
     base: str
     root: str
     options: dict[str, Any]
+    endpoint_url: str
+    pg: PgDatabase | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     client: httpx.Client = field(init=False)
 
@@ -59,8 +67,25 @@ class Api:
         headers = {} if tenant is None else {"Authorization": f"Bearer {self.tokens[tenant]}"}
         return self.client.get(path, params=params, headers=headers)
 
-    def repo(self, tenant: str) -> Repository:
-        return Repository.open(f"{self.root}/tenants/{tenant}", **self.options)
+    def repo(self, tenant: str, *, create: bool = False) -> Repository:
+        records: dict[str, Any] = {}
+        if self.pg is not None:
+            records = {"execution_store": self.pg.dsn, "tenant": tenant}
+        opener = Repository.init if create else Repository.open
+        return opener(f"{self.root}/tenants/{tenant}", **records, **self.options)
+
+    def global_options(self, *, admin: bool = False) -> list[str]:
+        """``cas`` options naming the deployment (the table owner's DSN with `admin`)."""
+        found = ["--repo", self.root, "--endpoint-url", self.endpoint_url]
+        if self.pg is not None:
+            found += ["--execution-store", self.pg.admin_dsn if admin else self.pg.dsn]
+        return found
+
+    def token_store(self) -> TokenStore:
+        """The deployment's tokens, as their administrator (every tenant's tokens)."""
+        if self.pg is not None:
+            return PostgresTokenStore(self.pg.admin_dsn)
+        return BackendTokenStore(open_backend(self.root, **self.options))
 
     def walk(self, tenant: str = "acme", limit: int = 3, **filters: Any) -> list[str]:
         """Every run id of every page, in order."""
@@ -103,8 +128,8 @@ def save_run(
     )
 
 
-def populate(root: str, options: dict[str, Any]) -> None:
-    acme = Repository.init(f"{root}/tenants/acme", **options)
+def populate(api: Api) -> None:
+    acme = api.repo("acme", create=True)
     for number in range(20):
         hours = 10 if number in TIED else number
         status: RunStatus = "failed" if number % 4 == 0 else "completed"
@@ -114,36 +139,36 @@ def populate(root: str, options: dict[str, Any]) -> None:
     big = Message("big", {"rows": BIG_ROWS})
     acme.artifacts.save("run-big", "big", big)
     acme.executions.save("run-big", ExecutionResult("run-big", "completed", T0 - timedelta(days=1)))
-    globex = Repository.init(f"{root}/tenants/globex", **options)
+    globex = api.repo("globex", create=True)
     save_run(globex, "g-01", T0 + timedelta(hours=30), content={"globex": "secret"})
     save_run(globex, "shared-id", T0, content={"globex": True})
-    busy = Repository.init(f"{root}/tenants/busy", **options)
+    busy = api.repo("busy", create=True)
     for number in range(12):
         runbook = "scan" if number % 2 else "nightly"
         save_run(busy, f"b-{number:02d}", T0 + timedelta(minutes=number % 5), runbook=runbook)
-    damaged = Repository.init(f"{root}/tenants/damaged", **options)
+    damaged = api.repo("damaged", create=True)
     save_run(damaged, "bad", T0)
     entry = damaged.artifacts.entry("bad", "report")
     damaged.backend.write(damaged.objects.key(entry.digest), b"not what was stored")
 
 
-def create_tokens(api: Api, endpoint_url: str) -> None:
+def create_tokens(api: Api) -> None:
     """acme's token through the CLI (``cas token create --json``), the rest directly."""
     args = ["token", "create", "acme", "--name", "tests", "--json"]
-    done = CliRunner().invoke(app, ["--repo", api.root, "--endpoint-url", endpoint_url, *args])
+    done = CliRunner().invoke(app, [*api.global_options(), *args])
     assert done.exit_code == 0, done.output
     api.tokens["acme"] = orjson.loads(done.stdout)["secret"]
-    store = BackendTokenStore(open_backend(api.root, **api.options))
+    store = api.token_store()
     for tenant in ("globex", "busy", "damaged", "nobody", "revoked"):
         api.tokens[tenant], info = store.create(tenant, "")
         if tenant == "revoked":
             store.revoke(info.token_id)
 
 
-def start_server(root: str, endpoint_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(api: Api, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     for _ in range(5):
         port = free_port()
-        command = [sys.executable, "-m", "cas.cli", "--repo", root, "--endpoint-url", endpoint_url]
+        command = [sys.executable, "-m", "cas.cli", *api.global_options()]
         command += ["serve", "--port", str(port), "--no-access-log"]
         with log.open("wb") as out:
             server = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -165,26 +190,37 @@ def wait_until_up(base: str, server: subprocess.Popen[bytes], timeout: float = 3
     return False
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["s3", "s3+postgres"])
 def api(
-    moto_server: MotoServer, s3_admin_fs: Any, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    moto_server: MotoServer,
+    s3_admin_fs: Any,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Api]:
+    server = pg = None
+    if request.param == "s3+postgres":
+        server = request.getfixturevalue("postgres_server")
+        pg = fresh_database(server)
     bucket = f"cas-api-{uuid.uuid4().hex[:16]}"
     s3_admin_fs.mkdir(bucket)
     options = moto_server.storage_options()
-    deployed = Api("", f"s3://{bucket}/deploy", options)
-    populate(deployed.root, options)
-    create_tokens(deployed, moto_server.endpoint_url)
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    server, deployed.base = start_server(deployed.root, moto_server.endpoint_url, log)
-    deployed.client = httpx.Client(base_url=deployed.base, timeout=30)
+    deployed = Api("", f"s3://{bucket}/deploy", options, moto_server.endpoint_url, pg)
     try:
-        yield deployed
+        populate(deployed)
+        create_tokens(deployed)
+        log = tmp_path_factory.mktemp("serve") / "serve.log"
+        process, deployed.base = start_server(deployed, log)
+        deployed.client = httpx.Client(base_url=deployed.base, timeout=30)
+        try:
+            yield deployed
+        finally:
+            deployed.client.close()
+            process.terminate()
+            process.wait(10)
     finally:
-        deployed.client.close()
-        server.terminate()
-        server.wait(10)
         s3_admin_fs.rm(bucket, recursive=True)
+        if server is not None and pg is not None:
+            drop_database(server, pg)
 
 
 def error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -355,6 +391,21 @@ def test_listings_never_show_another_tenants_runs(api: Api) -> None:
     assert api.walk(digest=globex_digest) == []
 
 
+def test_direct_store_calls_are_scoped_too(api: Api) -> None:
+    """Below the API: acme's repository cannot reach globex's run either."""
+    acme = api.repo("acme")
+    with pytest.raises(NotFoundError):
+        acme.executions.get("g-01")
+    assert acme.artifacts.entries("g-01") == {}
+    assert "g-01" not in acme.run_ids()
+    if api.pg is not None:
+        store = PostgresStore(api.pg.dsn, "acme")
+        assert "g-01" not in store.list_runs()
+        with store.transaction() as cursor:  # no tenant filter: row-level security filters
+            cursor.execute("SELECT DISTINCT tenant FROM runs")
+            assert cursor.fetchall() == [("acme",)]
+
+
 # 401, 400, 404, 405 -----------------------------------------------------------------------
 
 
@@ -386,15 +437,12 @@ def test_a_revoked_token_gets_401_and_a_token_is_case_exact(api: Api) -> None:
     error(api.client.get("/v1/runs", headers=swapped), 401, "unauthorized")
 
 
-def test_a_token_revoked_through_the_cli_stops_working(api: Api, moto_server: MotoServer) -> None:
-    store = BackendTokenStore(open_backend(api.root, **api.options))
-    secret, info = store.create("acme", "short-lived")
-    url = moto_server.endpoint_url
+def test_a_token_revoked_through_the_cli_stops_working(api: Api) -> None:
+    secret, info = api.token_store().create("acme", "short-lived")
     headers = {"Authorization": f"Bearer {secret}"}
     assert api.client.get("/v1/runs", headers=headers).status_code == 200
     done = CliRunner().invoke(
-        app,
-        ["--repo", api.root, "--endpoint-url", url, "token", "revoke", info.token_id],
+        app, [*api.global_options(admin=True), "token", "revoke", info.token_id]
     )
     assert done.exit_code == 0, done.output
     assert done.stdout == f"revoked token {info.token_id} of tenant acme\n"
