@@ -406,6 +406,35 @@ def test_direct_store_calls_are_scoped_too(api: Api) -> None:
             assert cursor.fetchall() == [("acme",)]
 
 
+def test_reads_write_nothing_to_the_bucket(api: Api, s3_admin_fs: Any) -> None:
+    """GET is read-only: with PostgreSQL nothing is written at all; without it, only a
+    listing folds finished runs into the tenant's run index (as ``cas runs`` does)."""
+
+    def snapshot() -> dict[str, tuple[int, str]]:
+        s3_admin_fs.invalidate_cache()
+        found = s3_admin_fs.find(api.root.removeprefix("s3://"), detail=True)
+        return {path: (info["size"], str(info.get("ETag"))) for path, info in found.items()}
+
+    before = snapshot()
+    for tenant in ("acme", "globex", "busy", "damaged", "nobody"):
+        assert api.get("/v1/runs", tenant).status_code == 200
+    settled = snapshot()
+    if api.pg is not None:
+        assert settled == before
+    for path in (
+        "/v1/runs?limit=3&status=failed",
+        "/v1/runs/run-04",
+        "/v1/runs/run-04/artifacts",
+        "/v1/runs/run-04/artifacts/report",
+        "/v1/runs/run-big/artifacts/big",
+        "/v1/runs/run-04/export?format=html",
+        "/v1/runs/g-01",
+    ):
+        assert api.get(path).status_code in {200, 404}
+    assert api.get("/v1/runs/bad/artifacts/report", "damaged").status_code == 500
+    assert snapshot() == settled
+
+
 # 401, 400, 404, 405 -----------------------------------------------------------------------
 
 
