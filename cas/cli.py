@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -67,15 +67,17 @@ def error_message(error: BaseException) -> str:
 class _State:
     """What the app callback hands the commands: where the repository is, output mode."""
 
-    location: str | None = None
+    location: str | None = None  # the repository root (under tenants/{tenant} with --tenant)
     json: bool = False
     execution_store: str | None = None  # --execution-store: results and entries in PostgreSQL
+    tenant: str | None = None  # --tenant: the prefix in --repo, and the scope in PostgreSQL
+    storage: dict[str, Any] = field(default_factory=dict)  # fsspec options (--endpoint-url)
 
     def repo_options(self) -> dict[str, Any]:
         """Keyword arguments of `Repository.open`/`init` beyond the location."""
         if self.execution_store is None:
-            return {}
-        return {"execution_store": self.execution_store, "tenant": getattr(self, "tenant", None)}
+            return dict(self.storage)
+        return {**self.storage, "execution_store": self.execution_store, "tenant": self.tenant}
 
 
 class _Group(TyperGroup):
@@ -174,9 +176,38 @@ def _root(
             "(postgresql://user@host/db; objects stay in --repo). Default: in --repo.",
         ),
     ] = None,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint-url",
+            envvar="CAS_ENDPOINT_URL",
+            metavar="URL",
+            help="S3-compatible endpoint of --repo (MinIO, R2, a test server). Credentials "
+            "and region come from the standard AWS environment and config files.",
+        ),
+    ] = None,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant",
+            envvar="CAS_TENANT",
+            metavar="NAME",
+            help="Keep the repository under tenants/NAME of --repo (NAME follows the id rule).",
+        ),
+    ] = None,
 ) -> None:
     """Content-addressed artifact repository for pipeline runs."""
-    ctx.obj = _State(location=repo, execution_store=execution_store or None)
+    from cas.remotes import Location
+
+    state = _State(location=repo, execution_store=execution_store or None, tenant=tenant)
+    ctx.obj = state
+    if endpoint_url or tenant is not None:  # checked here, before any command writes
+        if repo is None:
+            from cas.repository import default_location
+
+            repo = default_location()
+        where = Location(repo, endpoint_url or None, tenant)
+        state.location, state.storage = where.root, where.storage_options()
 
 
 def _open(ctx: typer.Context, *, json: bool = False) -> Repository:

@@ -25,8 +25,44 @@ TENANTS = "tenants"
 
 
 @dataclass(frozen=True)
+class Location:
+    """Where a repository is: a folder or fsspec URL, an endpoint, a tenant.
+
+    ``cas --repo URL --endpoint-url E --tenant T`` and every remote are one of these,
+    so a tenant means the same place, checked by the same rule, everywhere.
+    """
+
+    url: str
+    endpoint_url: str | None = None
+    tenant: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tenant is not None:
+            check_tenant(self.tenant)
+
+    @property
+    def root(self) -> str:
+        """The repository's root: the URL, under ``tenants/{tenant}`` if a tenant is set."""
+        base = self.url.rstrip("/")
+        return f"{base}/{TENANTS}/{self.tenant}" if self.tenant else base
+
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec options: the endpoint, and no stale listings on S3.
+
+        Credentials and region are not options: s3fs (botocore) reads them from the
+        standard AWS environment variables and files.
+        """
+        options: dict[str, Any] = {}
+        if self.endpoint_url:
+            options["client_kwargs"] = {"endpoint_url": self.endpoint_url}
+        if self.url.startswith(("s3://", "s3a://")):
+            options["use_listings_cache"] = False
+        return options
+
+
+@dataclass(frozen=True)
 class Remote:
-    """One remote repository: where it is and how to reach it."""
+    """One remote repository: a name, and where it is (`Location`)."""
 
     name: str
     url: str
@@ -44,19 +80,18 @@ class Remote:
             )
 
     @property
+    def where(self) -> Location:
+        """The remote's `Location`."""
+        return Location(self.url, self.endpoint_url, self.tenant)
+
+    @property
     def location(self) -> str:
-        """The remote repository's root: the URL, under ``tenants/{tenant}`` if a tenant is set."""
-        base = self.url.rstrip("/")
-        return f"{base}/{TENANTS}/{self.tenant}" if self.tenant else base
+        """The remote repository's root (`Location.root`)."""
+        return self.where.root
 
     def storage_options(self) -> dict[str, Any]:
-        """fsspec options: the endpoint, and no stale listings on S3."""
-        options: dict[str, Any] = {}
-        if self.endpoint_url:
-            options["client_kwargs"] = {"endpoint_url": self.endpoint_url}
-        if self.url.startswith(("s3://", "s3a://")):
-            options["use_listings_cache"] = False
-        return options
+        """fsspec options for the remote (`Location.storage_options`)."""
+        return self.where.storage_options()
 
     def to_dict(self) -> dict[str, Any]:
         return {"url": self.url, "endpoint_url": self.endpoint_url, "tenant": self.tenant}

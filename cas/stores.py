@@ -199,12 +199,12 @@ class BackendArtifactStore:
 
         Without append (S3, memory): one listing of the run's folder, then one PUT of
         ``manifest.jsonl`` holding the old one, every segment in order and `entries`,
-        and only then one batch delete of those segments. Segments a crash (or a
-        delete that did not finish) leaves behind repeat lines the journal holds,
-        which readers and the next merge skip (I25). Without `entries` it does nothing unless this store wrote
-        segments of the run since its last merge (a result save calls it, so a
-        finished run reads with one listing and one GET). Where the backend appends,
-        or entries live elsewhere, `entries` are appended one by one.
+        and only then one batch delete of those segments. Segments that a crash (or
+        a delete that did not finish) leaves behind repeat lines the journal holds,
+        which readers and the next merge skip (I25). Without `entries` this does
+        nothing unless this store wrote segments of the run since its last merge (a
+        result save calls it, so a finished run reads with one listing and one GET).
+        Where the backend appends, or entries live elsewhere, `entries` are appended.
         Assumes one writer per run (the executor's owner record; push copies whole runs).
         """
         entries = list(entries)

@@ -10,12 +10,13 @@ Then it writes, in this order, so a reader of the destination never sees a run
 whose payloads are missing (I1, I16 and I2 across repositories):
 
 1. the payloads the destination lacks, found with batched `ObjectStore.missing`
-   calls (a listing per busy shard on object stores), copied by a bounded pool of
+   calls (a check each for a few, else one listing of the store), copied by a bounded pool of
    threads; each read re-hashes, whole objects are written under their key and
    chunked payloads through the destination's `PayloadStore.put` (chunks, then the
    list);
 2. per run: the entries the destination lacks, in the source's order, byte for byte
-   (envelope and ``saved_at`` kept); ``runbook.yaml``; then the execution result
+   (envelope and ``saved_at`` kept), in one `BackendArtifactStore.merge` (on
+   object stores one ``manifest.jsonl`` PUT); ``runbook.yaml``; then the execution result
    through `ExecutionStore.save`, which syncs the manifest and leaves the index
    pending mark before the result.
 
@@ -290,10 +291,12 @@ class _Once:
 
 def _write_run(source: Repository, dest: Repository, plan: _Plan) -> None:
     """Entries the destination lacks (in order), the runbook, then the result."""
-    for name, entry in plan.entries.items():
-        have = plan.dest_entries.get(name)
-        if have is None or have.to_dict() != entry.to_dict():
-            dest.artifacts.append_entry(plan.run_id, entry)
+    missing = [
+        entry
+        for name, entry in plan.entries.items()
+        if (have := plan.dest_entries.get(name)) is None or have.to_dict() != entry.to_dict()
+    ]
+    dest.artifacts.merge(plan.run_id, missing)  # on object stores one manifest PUT (I25)
     try:
         runbook: bytes | None = source.backend.read(run_key(plan.run_id, RUNBOOK))
     except NotFoundError:

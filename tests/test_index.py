@@ -1,6 +1,6 @@
 """The run index: rows match the stores, crash recovery, compaction, filters, rebuild.
 
-Every test runs on a local folder and on fsspec memory (S3 later).
+Every test of a `repo` runs on a local folder, fsspec memory and S3 (a moto server).
 """
 
 from __future__ import annotations
@@ -27,15 +27,24 @@ from cas.objects import LocalBackend
 from cas.owner import OWNER, current_owner
 from cas.repository import Repository
 from cas.stores import run_key
+from cas.testing.services import S3Bucket
 from cas.testing.store_tests import memory_backend
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["local", "memory"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
+@pytest.fixture(params=["local", "memory", pytest.param("s3", marks=pytest.mark.s3)])
+def repo(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Repository]:
     if request.param == "local":
         yield Repository.init(str(tmp_path / "repo"), fsync=False)
+        return
+    if request.param == "s3":  # a moto bucket; the CLI finds the endpoint in the environment
+        bucket: S3Bucket = request.getfixturevalue("s3_bucket")
+        endpoint = bucket.storage_options["client_kwargs"]["endpoint_url"]
+        monkeypatch.setenv("CAS_ENDPOINT_URL", endpoint)
+        yield Repository.init(f"{bucket.url}/repo", client_kwargs={"endpoint_url": endpoint})
         return
     with memory_backend() as backend:
         yield Repository.init(backend.url)

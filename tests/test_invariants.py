@@ -173,6 +173,11 @@ def _scenario(repo: Repository) -> None:
     repo.executions.save(RUN, _result(RUN, ["a1", "a2", "a3"]))
 
 
+def _lines(backend: Backend, key: str) -> list[bytes]:
+    """The non-empty lines of `key` (none if it is absent)."""
+    return [line for line in backend.read(key).split(b"\n") if line] if backend.exists(key) else []
+
+
 def _all_keys(backend: Backend) -> set[str]:
     return set(backend.list(""))
 
@@ -236,6 +241,9 @@ def test_invariant_1_object_before_entry(backend: Backend) -> None:
     _scenario(repo)
     written: set[str] = set()
     appended: dict[str, int] = {}
+    # Segments are merged into manifest.jsonl at the result (I25): the n-th is its n-th line.
+    merged = _lines(backend, run_key(RUN, MANIFEST)) if not backend.supports_append else []
+    segments = 0
     for verb, key in recorder.events:
         if verb == "write" and key.startswith("objects/"):
             written.add(key)
@@ -244,7 +252,9 @@ def test_invariant_1_object_before_entry(backend: Backend) -> None:
             line = backend.read(key).split(b"\n")[appended[key] - 1]
             assert _object_key(orjson.loads(line)["digest"]) in written, key
         elif verb == "write" and f"/{SEGMENTS}/" in key:
-            assert _object_key(orjson.loads(backend.read(key))["digest"]) in written, key
+            data = backend.read(key) if backend.exists(key) else merged[segments]
+            segments += 1
+            assert _object_key(orjson.loads(data)["digest"]) in written, key
     assert len(written) == 2  # three saves, two distinct payloads
 
 
@@ -921,3 +931,41 @@ def test_invariant_17_a_run_writes_in_order(tmp_path: Path) -> None:
         if report.result.artifacts[artifact_id].step_key is not None:  # cacheable step
             assert at < tags.index(f"steps:{artifact_id}")  # entry, then its cache record
     assert tags.index("entry:findings") < tags.index(f"items:{entries['findings'].digest.hex}")
+
+
+# --------------------------------------------------------------------------- I25
+
+
+def test_invariant_25_segments_are_merged_before_they_are_deleted() -> None:
+    """At the result, segments fold into manifest.jsonl (one write) before any is deleted."""
+    backend = _memory_backend()
+    repo, recorder = _recorded(backend)
+    _scenario(repo)
+    manifest = run_key(RUN, MANIFEST)
+    events = recorder.events
+    merge = events.index(("write", manifest))
+    deleted = [i for i, (verb, key) in enumerate(events) if verb == "delete" and SEGMENTS in key]
+    assert len(deleted) == 3 and merge < min(deleted)
+    assert max(deleted) < events.index(("write", run_key(RUN, RESULT)), merge)
+    assert backend.children(run_key(RUN, SEGMENTS)) == []
+    assert len(_lines(backend, manifest)) == 3
+    assert repo.artifacts.list_artifacts(RUN) == ["a1", "a2", "a3"]
+
+
+@pytest.mark.parametrize("survivors", [0, 1, 3])
+def test_invariant_25_a_crash_between_merge_and_delete_reads_the_same(survivors: int) -> None:
+    """Records read twice (merged and still in a segment) give the same entries, in order."""
+    backend = _memory_backend()
+    repo = _repo(backend)
+    for n, artifact in enumerate(["a1", "a2", "a1", "a3"]):
+        repo.artifacts.save(RUN, artifact, _message(n))
+    folder = run_key(RUN, SEGMENTS)
+    before = repo.artifacts.entries(RUN)
+    segments = {key: backend.read(key) for key in sorted(backend.list(folder))}
+    repo.artifacts.merge(RUN)
+    for key in list(segments)[:survivors]:  # as if the batch delete never ran for these
+        _raw_write(backend, key, segments[key])
+    after = repo.artifacts.entries(RUN)
+    assert list(after) == list(before) == ["a2", "a1", "a3"]
+    assert {k: e.to_dict() for k, e in after.items()} == {k: e.to_dict() for k, e in before.items()}
+    _assert_consistent(repo)
