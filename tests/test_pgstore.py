@@ -451,3 +451,37 @@ def test_resolve_latest_in_sql_matches_the_listing(pg_store: Repository) -> None
     assert pg_store.resolve_run("latest", exclude="run-3") == "run-2"
     with pytest.raises(NotFoundError, match="it holds 4 runs"):
         pg_store.resolve_run("latest~4")
+
+
+def test_cli_tenants_see_only_their_own_runs(
+    pg: PgDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CAS_EXAMPLE_DATA", str(ROOT / "examples" / "data"))
+    monkeypatch.setenv("CAS_REPO", str(tmp_path / "repo"))
+    monkeypatch.setenv("CAS_EXECUTION_STORE", pg.dsn)
+    done = _cas("--tenant", "alpha", "run", str(ROOT / "examples" / "scan.yaml"), "--json")
+    assert done.exit_code == 0, done.output
+    alpha = json.loads(_cas("--tenant", "alpha", "runs", "--json").stdout)
+    assert [row["tenant"] for row in alpha] == ["alpha"]
+    for tenant in (("--tenant", "beta"), ()):  # their object stores exist too (empty)
+        assert _cas(*tenant, "init").exit_code == 0
+    assert json.loads(_cas("--tenant", "beta", "runs", "--json").stdout) == []
+    assert json.loads(_cas("runs", "--json").stdout) == []  # the default tenant
+    missing = _cas("--tenant", "beta", "inspect", alpha[0]["run_id"])
+    assert missing.exit_code == 3
+    assert f"no run {alpha[0]['run_id']!r}" in missing.stderr
+
+
+def test_concurrent_migrations_take_turns(postgres_server: PostgresServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    database = fresh_database(postgres_server, migrated=False)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            applied = list(pool.map(migrate, [database.admin_dsn] * 3))
+        assert sorted(map(len, applied)) == [0, 0, len(migrations())]
+        rows = run_sql(database.admin_dsn, "SELECT version FROM schema_migrations")
+        assert sorted(row[0] for row in rows) == [version for version, _, _ in migrations()]
+    finally:
+        drop_database(postgres_server, database)
