@@ -107,7 +107,7 @@ def wrk(url: str, token: str | None, args: argparse.Namespace) -> dict[str, Any]
         command += ["-H", f"Authorization: Bearer {token}"]
     command += ["--latency", url]
     text = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    percentiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", text, flags=re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)[ \t]*$", text, flags=re.MULTILINE))
     rate = re.search(r"^Requests/sec:\s+([\d.]+)$", text, flags=re.MULTILINE)
     total = re.search(r"^\s+(\d+) requests in", text, flags=re.MULTILINE)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
@@ -129,7 +129,12 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_1m": os.getloadavg()[0],  # the VM is shared: how busy it was
+    }
 
 
 def main() -> None:
@@ -156,6 +161,7 @@ def main() -> None:
         marker.touch()
     repo = Repository.open(str(root / "tenants" / TENANT))
     token, _ = BackendTokenStore(LocalBackend(root)).create(TENANT, "benchmark")
+    load_before = os.getloadavg()[0]
     server, base = serve(root, args.workers, OUT / "serve.log")
     try:
         loads = {
@@ -167,8 +173,10 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
-    settings = {key: getattr(args, key) for key in ("runs", "workers", "threads", "connections")}
-    print(json.dumps({"machine": machine(), "settings": settings, "results": results}, indent=2))
+    keys = ("runs", "workers", "threads", "connections", "duration")
+    settings = {key: getattr(args, key) for key in keys}
+    report = {"machine": machine(), "settings": settings, "results": results}
+    print(json.dumps({**report, "load_average_before": load_before}, indent=2))
 
 
 if __name__ == "__main__":
