@@ -55,8 +55,8 @@ def single(params: Sequence[tuple[str, str]], allowed: Sequence[str]) -> dict[st
     found: dict[str, str] = {}
     for name, value in params:
         if name not in allowed:
-            shown = name[:60]
-            raise ParameterError(shown, f"unknown query parameter; expected {', '.join(allowed)}")
+            known = f"expected {', '.join(allowed)}" if allowed else "this endpoint takes none"
+            raise ParameterError(name[:60], f"unknown query parameter; {known}")
         if name in found:
             raise ParameterError(name, "given more than once")
         found[name] = value

@@ -553,6 +553,7 @@ def test_bad_export_parameters(api: Api) -> None:
     assert found["parameter"] == "outputs_only"
     found = error(api.get("/v1/runs/run-01", format="json"), 400, "invalid_parameter")
     assert found["parameter"] == "format"
+    assert found["message"].endswith("unknown query parameter; this endpoint takes none")
 
 
 def test_missing_things_get_404(api: Api) -> None:
