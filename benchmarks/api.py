@@ -13,6 +13,9 @@ with the token, one after another:
 3. ``/v1/health``: no token and no store, the floor of the HTTP stack.
 
 Reported: requests per second and wrk's latency percentiles (p50, p99), as JSON.
+With ``--postgres`` the run records and the token are in PostgreSQL instead (a
+throwaway cluster started as the tests start theirs; objects in a local folder),
+and the server logs in as a role granted ``cas_app``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,8 +40,18 @@ from cas.api_query import Cursor, RunsRequest, fingerprint, time_to_micros
 from cas.index import RunIndex
 from cas.model import ArtifactOutcome, ExecutionResult, Message, RunStatus
 from cas.objects import LocalBackend
+from cas.pgstore import PostgresTokenStore
 from cas.repository import Repository
-from cas.testing.services import free_port
+from cas.testing.pg import drop_database, fresh_database
+from cas.testing.services import (
+    _initdb,
+    _make_base_dir,
+    _retry_on_port_clash,
+    _start_postgres,
+    _stop_postgres,
+    find_pg_bindir,
+    free_port,
+)
 from cas.tokens import BackendTokenStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,9 +61,10 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
-def generate(root: Path, runs: int) -> Repository:
-    """`runs` runs of tenant ``bench`` saved through the stores, then indexed."""
-    repo = Repository.init(str(root / "tenants" / TENANT), fsync=False)
+def generate(root: Path, runs: int, **records: Any) -> Repository:
+    """`runs` runs of tenant ``bench`` saved through the stores, then indexed (`records`:
+    the execution store and tenant, for PostgreSQL)."""
+    repo = Repository.init(str(root / "tenants" / TENANT), fsync=False, **records)
     shared = Message("config", {"rules": ["email", "phone", "iban"]})
     for number in range(runs):
         run_id = f"run-{number:06d}"
@@ -62,7 +78,8 @@ def generate(root: Path, runs: int) -> Repository:
         }
         result = ExecutionResult(run_id, status, started, "nightly", started, 1.0, outcomes)
         repo.executions.save(run_id, result)
-    RunIndex(repo).sync()
+    if not records:
+        RunIndex(repo).sync()
     return repo
 
 
@@ -74,9 +91,9 @@ def middle_cursor(repo: Repository) -> str:
     return Cursor(time_to_micros(row.started_at), row.run_id, 1, fingerprint(query)).encode()
 
 
-def serve(root: Path, workers: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def serve(options: list[str], workers: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    command = [sys.executable, "-m", "cas.cli", "--repo", str(root), "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "cas.cli", *options, "serve", "--port", str(port)]
     command += ["--workers", str(workers), "--no-access-log"]
     with log.open("wb") as out:
         server = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -137,6 +154,69 @@ def machine() -> dict[str, Any]:
     }
 
 
+def local_deployment(args: argparse.Namespace) -> tuple[Repository, str, list[str]]:
+    """The tenant's repository in a local folder: it, a token, the ``cas`` global options."""
+    root = OUT / "deploy"
+    marker = OUT / f"runs-{args.runs}"
+    if not (args.reuse and marker.exists()):
+        shutil.rmtree(OUT, ignore_errors=True)
+        timed_generate(lambda: generate(root, args.runs), args.runs)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    repo = Repository.open(str(root / "tenants" / TENANT))
+    token, _ = BackendTokenStore(LocalBackend(root)).create(TENANT, "benchmark")
+    return repo, token, ["--repo", str(root)]
+
+
+@contextmanager
+def postgres_deployment(args: argparse.Namespace) -> Iterator[tuple[Repository, str, list[str]]]:
+    """Objects in a local folder, records and tokens in a throwaway PostgreSQL cluster
+    (started as the tests' fixture starts it), the server logged in as the app role."""
+    bindir = find_pg_bindir()
+    if bindir is None:
+        raise SystemExit("PostgreSQL binaries not found (apt-get install postgresql-15)")
+    base = _make_base_dir()
+    _initdb(bindir, base)
+    server = _retry_on_port_clash(lambda port: _start_postgres(bindir, base, port))
+    try:
+        database = fresh_database(server)
+        root = OUT / "deploy-pg"
+        shutil.rmtree(root, ignore_errors=True)
+        records: dict[str, Any] = {"execution_store": database.dsn, "tenant": TENANT}
+        timed_generate(lambda: generate(root, args.runs, **records), args.runs)
+        repo = Repository.open(str(root / "tenants" / TENANT), **records)
+        token, _ = PostgresTokenStore(database.dsn).create(TENANT, "benchmark")
+        yield repo, token, ["--repo", str(root), "--execution-store", database.dsn]
+        drop_database(server, database)
+    finally:
+        _stop_postgres(server)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def timed_generate(make: Callable[[], object], runs: int) -> None:
+    started = time.perf_counter()
+    make()
+    print(f"generated {runs} runs in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+def measure(
+    repo: Repository, token: str, options: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """wrk on the three requests against a fresh ``cas serve``."""
+    server, base = serve(options, args.workers, OUT / "serve.log")
+    try:
+        loads = {
+            "newest 50": f"{base}/v1/runs?limit=50",
+            "50 from a cursor mid-history": f"{base}/v1/runs?limit=50&cursor={middle_cursor(repo)}",
+        }
+        results = {name: wrk(url, token, args) for name, url in loads.items()}
+        results["health (no token, no store)"] = wrk(f"{base}/v1/health", None, args)
+        return results
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000, help="Runs in the tenant.")
@@ -145,35 +225,19 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="wrk -c.")
     parser.add_argument("--duration", type=int, default=15, help="wrk -d, seconds.")
     parser.add_argument("--reuse", action="store_true", help="Keep the generated deployment.")
+    parser.add_argument(
+        "--postgres", action="store_true", help="Run records and tokens in PostgreSQL."
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not on the PATH: apt-get install wrk")
-    root = OUT / "deploy"
-    marker = OUT / f"runs-{args.runs}"
-    if not (args.reuse and marker.exists()):
-        shutil.rmtree(OUT, ignore_errors=True)
-        started = time.perf_counter()
-        generate(root, args.runs)
-        print(
-            f"generated {args.runs} runs in {time.perf_counter() - started:.1f} s", file=sys.stderr
-        )
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-    repo = Repository.open(str(root / "tenants" / TENANT))
-    token, _ = BackendTokenStore(LocalBackend(root)).create(TENANT, "benchmark")
     load_before = os.getloadavg()[0]
-    server, base = serve(root, args.workers, OUT / "serve.log")
-    try:
-        loads = {
-            "newest 50": f"{base}/v1/runs?limit=50",
-            "50 from a cursor mid-history": f"{base}/v1/runs?limit=50&cursor={middle_cursor(repo)}",
-        }
-        results = {name: wrk(url, token, args) for name, url in loads.items()}
-        results["health (no token, no store)"] = wrk(f"{base}/v1/health", None, args)
-    finally:
-        server.terminate()
-        server.wait(10)
-    keys = ("runs", "workers", "threads", "connections", "duration")
+    if args.postgres:
+        with postgres_deployment(args) as (repo, token, options):
+            results = measure(repo, token, options, args)
+    else:
+        results = measure(*local_deployment(args), args)
+    keys = ("runs", "workers", "threads", "connections", "duration", "postgres")
     settings = {key: getattr(args, key) for key in keys}
     report = {"machine": machine(), "settings": settings, "results": results}
     print(json.dumps({**report, "load_average_before": load_before}, indent=2))
