@@ -47,7 +47,7 @@ from cas.errors import (
 
 if TYPE_CHECKING:
     from cas.deployment import Deployment
-    from cas.model import ArtifactEntry, ExecutionResult
+    from cas.model import ArtifactEntry, ArtifactOutcome, ExecutionResult
     from cas.repository import Repository
     from cas.tokens import TokenInfo
 
@@ -231,20 +231,8 @@ class Api:
         single(request.query_params.multi_items(), ())
         _, run_id, result, entries = self.run(request, tenant)
         outcomes = {} if result is None else result.artifacts
-        rows = []
-        for artifact_id in sorted(set(entries) | set(outcomes)):
-            entry, outcome = entries.get(artifact_id), outcomes.get(artifact_id)
-            rows.append(
-                {
-                    "artifact_id": artifact_id,
-                    "digest": entry.digest.hex if entry else None,
-                    "size": entry.size if entry else None,
-                    "schema": entry.schema.to_dict() if entry and entry.schema else None,
-                    "validated": entry.validated if entry else None,
-                    "saved_at": entry.saved_at if entry else None,
-                    "outcome": outcome.status if outcome else "saved",
-                }
-            )
+        ids = sorted(set(entries) | set(outcomes))
+        rows = [artifact_row(a, entries.get(a), outcomes.get(a)) for a in ids]
         return json_response({"run_id": run_id, "artifacts": rows})
 
     @endpoint
@@ -274,6 +262,22 @@ class Api:
         disposition = f'inline; filename="{run_id}{chosen.suffix}"'
         headers = {"Content-Disposition": disposition}
         return Response(data, headers=headers, media_type=MEDIA_TYPES[name])
+
+
+def artifact_row(
+    artifact_id: str, entry: ArtifactEntry | None, outcome: ArtifactOutcome | None
+) -> dict[str, Any]:
+    """One artifact as ``/artifacts`` lists it: its manifest entry (if it was saved) and
+    its outcome (``saved`` for an entry the result does not mention)."""
+    return {
+        "artifact_id": artifact_id,
+        "digest": entry.digest.hex if entry else None,
+        "size": entry.size if entry else None,
+        "schema": entry.schema.to_dict() if entry and entry.schema else None,
+        "validated": entry.validated if entry else None,
+        "saved_at": entry.saved_at if entry else None,
+        "outcome": outcome.status if outcome else "saved",
+    }
 
 
 def message_bytes(entry: ArtifactEntry, payload: bytes) -> bytes:

@@ -269,12 +269,35 @@ PATHS: dict[str, Any] = {
     ),
     "/v1/runs/{run_id}/artifacts/{artifact_id}": _get(
         "One artifact's message (envelope, schema, content), verified before it is sent.",
-        _auth(_ok("The message.", "Message"), "404"),
+        _auth(
+            {
+                **_ok("The message.", "Message"),
+                "headers": {
+                    "X-Cas-Digest": {
+                        "description": "BLAKE3 of the payload ({content, schema}), hex.",
+                        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    }
+                },
+            },
+            "404",
+        ),
         parameters=[RUN_ID, ARTIFACT_ID],
     ),
     "/v1/runs/{run_id}/export": _get(
         "The run through an exporter (see docs/exports.md).",
-        _auth({"description": "The exported file.", "content": EXPORT_TYPES}, "404"),
+        _auth(
+            {
+                "description": "The exported file.",
+                "content": EXPORT_TYPES,
+                "headers": {
+                    "Content-Disposition": {
+                        "description": 'inline; filename="{run_id}.{json,md,html}"',
+                        "schema": {"type": "string"},
+                    }
+                },
+            },
+            "404",
+        ),
         parameters=[
             RUN_ID,
             _query(
