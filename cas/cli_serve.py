@@ -90,7 +90,8 @@ def serve(
     found = deployment(ctx, json=False, token_cache=token_cache)
     found.tokens.list()  # fail now, not on the first request, if the tokens are unreadable
     os.environ.update(environment(found, token_cache))
-    typer.echo(f"serving {found.root} on http://{host}:{port} ({workers} workers)", err=True)
+    plural = "s" * (workers != 1)
+    typer.echo(f"serving {found.root} on http://{host}:{port} ({workers} worker{plural})", err=True)
     uvicorn.run(
         "cas.api:app_from_environment",
         factory=True,
