@@ -31,7 +31,8 @@ from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
 from cas.cli import app
-from cas.errors import NotFoundError
+from cas.deployment import Deployment
+from cas.errors import InvalidIdError, NotFoundError
 from cas.index_rows import RunQuery
 from cas.model import ArtifactOutcome, ExecutionResult, Message, RunStatus, SchemaRef
 from cas.objects import open_backend
@@ -233,6 +234,23 @@ def error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert body["error"]["code"] == code
     found: dict[str, Any] = body["error"]
     return found
+
+
+def test_deployment_opens_each_tenant_under_the_root(tmp_path: Path) -> None:
+    Repository.init(str(tmp_path / "tenants" / "acme"), fsync=False)
+    Repository.init(str(tmp_path / "tenants" / "globex"), fsync=False)
+    deployment = Deployment.configure(str(tmp_path))
+    assert deployment.location("acme") == f"{tmp_path}/tenants/acme"
+    acme = deployment.open_repository("acme")
+    assert acme.url == str(tmp_path / "tenants" / "acme")
+    assert deployment.open_repository("acme") is acme  # kept open
+    with pytest.raises(NotFoundError, match="tenant 'nobody' has no repository"):
+        deployment.open_repository("nobody")
+    with pytest.raises(InvalidIdError):
+        deployment.open_repository("../acme")
+    deployment.max_open = 1
+    deployment.open_repository("globex")
+    assert deployment.open_repository("acme") is not acme  # dropped, then reopened
 
 
 # the happy paths -------------------------------------------------------------------------
