@@ -16,6 +16,8 @@ import typer
 
 from cas import cli_render as render
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
+
 if TYPE_CHECKING:
     from cas.cli_export import OpenRepo, ResolveRun
     from cas.gc import GcResult
@@ -61,9 +63,15 @@ def register(app: typer.Typer, open_repo: OpenRepo, resolve_run: ResolveRun) -> 
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Report what would be removed; delete nothing.")
         ] = False,
-        json: Annotated[
-            bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")
-        ] = False,
+        wait: Annotated[
+            str,
+            typer.Option(
+                "--wait",
+                metavar="DURATION",
+                help="On an object store, wait this long for writers' locks (default 0: fail).",
+            ),
+        ] = "0",
+        json: JsonFlag = False,
     ) -> None:
         """Remove runs outside the retention policy, then objects no run references."""
         from cas.gc import Policy, collect, parse_duration
@@ -76,12 +84,53 @@ def register(app: typer.Typer, open_repo: OpenRepo, resolve_run: ResolveRun) -> 
             keep=frozenset(resolve_run(repo, run) for run in keep or ()),
             grace=parse_duration(grace),
         )
+        parse_duration(wait)  # a bad --wait is refused before anything is read
         with _progress(enabled=not json and sys.stderr.isatty()) as progress:
-            result = collect(repo, policy, dry_run=dry_run, progress=progress)
+            result = collect(
+                repo,
+                policy,
+                dry_run=dry_run,
+                progress=progress,
+                lock_wait=parse_duration(wait).total_seconds(),
+            )
         if json:
             render.emit_json(result.to_dict())
         else:
             typer.echo(summary(result))
+
+    @app.command()
+    def locks(
+        ctx: typer.Context,
+        *,
+        remove_stale: Annotated[
+            bool, typer.Option("--remove-stale", help="Remove stale locks (crashed processes).")
+        ] = False,
+        remove_all: Annotated[
+            bool,
+            typer.Option(
+                "--remove-all",
+                help="Remove every lock, fresh ones too (only when no cas runs).",
+            ),
+        ] = False,
+        json: JsonFlag = False,
+    ) -> None:
+        """List the repository's locks (object stores), or remove stale ones."""
+        from cas.locks import list_locks, remove_locks
+
+        backend = open_repo(ctx, json=json).backend
+        if remove_stale or remove_all:
+            found = remove_locks(backend, stale_only=not remove_all)
+        else:
+            found = list_locks(backend)
+        if json:
+            render.emit_json([info.to_dict() for info in found])
+            return
+        verb = "removed " if remove_stale or remove_all else ""
+        for info in found:
+            state = "stale" if info.stale else "fresh"
+            typer.echo(f"{verb}{info.lock_id}  {state}  {info.describe()}")
+        if not found:
+            typer.echo("no stale locks" if remove_stale and not remove_all else "no locks")
 
 
 def summary(result: GcResult) -> str:

@@ -32,6 +32,7 @@ import orjson
 from cas.cache import StepCache, StepKey
 from cas.digest import Digest
 from cas.errors import CasError, ConflictError
+from cas.locks import WRITER, locked
 from cas.model import ArtifactOutcome, ExecutionInfo, ExecutionResult, Message, RunStatus
 from cas.owner import OWNER, current_owner, is_alive, read_owner
 from cas.planner import Plan
@@ -103,9 +104,10 @@ class Executor:
         state = _State(run_id or new_run_id(), datetime.now(UTC))
         if run_id is not None and run_id in self.repo.run_ids():
             raise ConflictError(f"run {run_id!r} already exists: resume it instead")
-        self._claim(state.run_id)
-        self._write_runbook(state.run_id)
-        return self._execute(state)
+        with locked(self.repo.backend, WRITER):  # object stores: gc waits for this run (§10)
+            self._claim(state.run_id)
+            self._write_runbook(state.run_id)
+            return self._execute(state)
 
     def resume(self, run_id: str) -> RunReport:
         """Re-run the steps of `run_id` that did not complete; keep the rest.
@@ -117,9 +119,10 @@ class Executor:
         self._keep_saved(state, previous)
         if previous.status == "completed" and set(self.plan.order) <= state.kept:
             return RunReport(previous, 0, 0, kept=sorted(state.kept))
-        self._claim(run_id)
-        self._write_runbook(run_id)  # the runbook this resume runs, should it differ
-        return self._execute(state)
+        with locked(self.repo.backend, WRITER):
+            self._claim(run_id)
+            self._write_runbook(run_id)  # the runbook this resume runs, should it differ
+            return self._execute(state)
 
     def _keep_saved(self, state: _State, previous: ExecutionResult) -> None:
         """Keep every step whose artifact was saved and not marked failed or skipped since.

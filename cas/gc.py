@@ -40,6 +40,7 @@ from cas.digest import Digest, is_digest_prefix, unseal
 from cas.errors import CasError, IntegrityError, InvalidInputError, NotFoundError
 from cas.ids import is_valid_id
 from cas.index_rows import pending_key
+from cas.locks import EXCLUSIVE, Lock, locked
 from cas.objects import Backend, LocalBackend, is_temp_name, list_times
 from cas.payloads import CHUNKS, LISTS
 from cas.repository import Repository, RunInfo
@@ -282,13 +283,36 @@ def collect(
     dry_run: bool = False,
     progress: Progress | None = None,
     now: datetime | None = None,
+    lock_wait: float = 0.0,
 ) -> GcResult:
-    """Apply `policy`, then sweep unreferenced objects older than its grace period."""
-    result = GcResult(dry_run=dry_run)
-    backend = repo.backend
+    """Apply `policy`, then sweep unreferenced objects older than its grace period.
+
+    On an object store the collection holds the exclusive ``gc`` lock throughout
+    (`cas.locks`), waiting up to `lock_wait` seconds for writers to finish; a dry
+    run takes no lock.
+    """
     for run_id in policy.keep:
         if not is_valid_id(run_id):
             raise InvalidInputError(f"invalid run id {run_id!r}")
+    if dry_run:
+        return _collect(repo, policy, GcResult(dry_run=True), progress=progress, now=now, lock=None)
+    with locked(repo.backend, EXCLUSIVE, wait=lock_wait) as lock:
+        return _collect(
+            repo, policy, GcResult(dry_run=False), progress=progress, now=now, lock=lock
+        )
+
+
+def _collect(
+    repo: Repository,
+    policy: Policy,
+    result: GcResult,
+    *,
+    progress: Progress | None,
+    now: datetime | None,
+    lock: Lock | None,
+) -> GcResult:
+    dry_run = result.dry_run
+    backend = repo.backend
     removed = select_runs(repo, policy, now)
     result.runs_removed = removed
     if not dry_run:
@@ -331,7 +355,7 @@ def collect(
         result.bytes_freed = sum(size for _, size in everything)
         return result
 
-    sweeper = _Sweeper(backend, cutoff, result, progress)
+    sweeper = _Sweeper(backend, cutoff, result, progress=progress, lock=lock)
     sweeper.total = len(dead_cache) + len(dead_objects) + len(dead_lists)
     result.cache_records_removed = sweeper.delete(dead_cache, checked=False)
     result.objects_removed = sweeper.delete(dead_objects)
@@ -394,9 +418,16 @@ class _Sweeper:
     """Batched deletes; on a local folder rename, re-check the mtime, then unlink."""
 
     def __init__(
-        self, backend: Backend, cutoff: float, result: GcResult, progress: Progress | None
+        self,
+        backend: Backend,
+        cutoff: float,
+        result: GcResult,
+        *,
+        progress: Progress | None,
+        lock: Lock | None,
     ) -> None:
         self.backend = backend
+        self.lock = lock
         self.cutoff = cutoff
         self.result = result
         self.progress = progress
@@ -408,6 +439,8 @@ class _Sweeper:
         removed = 0
         for start in range(0, len(items), DELETE_BATCH):
             batch = items[start : start + DELETE_BATCH]
+            if self.lock is not None:
+                self.lock.check()  # never delete under a lock writers may take as stale
             if isinstance(self.backend, LocalBackend) and checked:
                 gone = [key for key, size in batch if self._local(key, size)]
             else:

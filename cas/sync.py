@@ -40,6 +40,7 @@ import orjson
 from cas.digest import Digest
 from cas.errors import CasError, ConflictError, NotFoundError
 from cas.index_rows import RunQuery, aware
+from cas.locks import WRITER, locked
 from cas.model import ArtifactEntry, ExecutionResult
 from cas.objects import FsspecBackend, compress
 from cas.repository import Repository
@@ -99,7 +100,9 @@ def transfer(
 ) -> SyncResult:
     """Copy `run_ids` from `source` to `dest`: payloads, then entries, then results."""
     outcome = SyncResult()
-    with _count_requests(source, dest) as counter:
+    # The destination's writer lock spans the missing checks too: a payload found
+    # present must not be swept by a gc before the entries naming it land (§10).
+    with _count_requests(source, dest) as counter, locked(dest.backend, WRITER):
         plans = _plan(source, dest, run_ids, outcome)
         _copy_payloads(source, dest, plans, outcome, workers=workers, progress=progress)
         for plan in plans:

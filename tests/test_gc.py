@@ -307,7 +307,9 @@ WRITER = textwrap.dedent(
     repo = Repository.open(root, fsync=False)
     repo.payloads.threshold = 4096
     rng = random.Random(name)
-    for n in range(count):
+    n = 0
+    while not Path(stop).exists() and n < 30:  # until the parent's passes are done
+        n += 1
         run_id = f"{name}-{n:03d}"
         contents = {f"s{k}": {"shared": k} for k in rng.sample(range(pool), 10)}
         contents["u"] = {"unique": run_id}
@@ -371,6 +373,107 @@ def test_gc_racing_with_writers_in_other_processes_loses_nothing(repo: Repositor
     assert not [run_id for run_id in repo.run_ids() if run_id.startswith("old")]
     report = verify(repo, written)
     assert report.ok, [problem.to_dict() for problem in report.problems[:5]]
+
+
+S3_WRITER = textwrap.dedent(
+    """
+    import json, sys, random, time
+    from datetime import UTC, datetime
+    from pathlib import Path
+    from cas.locks import WRITER, locked
+    from cas.model import ArtifactOutcome, ExecutionResult, Message
+    from cas.repository import Repository
+
+    url, options, name, generation, stop = sys.argv[1], json.loads(sys.argv[2]), *sys.argv[3:6]
+    small = int(sys.argv[6])
+    repo = Repository.open(url, **options)
+    repo.payloads.threshold = 4096
+    rng = random.Random(name)
+    n = 0
+    while not Path(stop).exists() and n < 30:  # until the parent's passes are done
+        n += 1
+        run_id = f"{name}-{n:03d}"
+        g = int(Path(generation).read_text())
+        contents = {f"s{k}": {"shared": k, "gen": g} for k in rng.sample(range(small), 3)}
+        contents["u"] = {"unique": run_id}
+        rows = [{"gen": g, "i": i, "t": "b" * 2100} for i in sorted(rng.sample(range(60), 5))]
+        contents["big"] = {"rows": [*rows, {"run": run_id}]}  # decoy chunks under a new list
+        with locked(repo.backend, WRITER, wait=120):  # what an executor run or a push holds
+            for artifact_id, content in contents.items():
+                repo.artifacts.save(run_id, artifact_id, Message(id=artifact_id, content=content))
+            outcomes = {a: ArtifactOutcome("completed") for a in contents}
+            result = ExecutionResult(run_id, "completed", datetime.now(UTC), artifacts=outcomes)
+            repo.executions.save(run_id, result)
+        print(run_id, flush=True)
+        time.sleep(0.2)  # a bounded number of runs, however fast the writes
+    """
+)
+S3_SMALL, S3_WRITERS, S3_PASSES = 12, 3, 6
+
+
+def _decoy(generation: int) -> dict[str, dict[str, Any]]:
+    """A generation's content: the small objects and chunks the writers will reuse."""
+    contents: dict[str, dict[str, Any]] = {
+        f"s{k}": {"shared": k, "gen": generation} for k in range(S3_SMALL)
+    }
+    # Rows over 2 KiB: each is one chunk, the same bytes in any payload that holds it.
+    contents["big"] = {"rows": [{"gen": generation, "i": i, "t": "b" * 2100} for i in range(60)]}
+    return contents
+
+
+@pytest.mark.s3
+def test_gc_on_s3_with_no_grace_racing_with_locking_writers_loses_nothing(
+    s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    """Object stores cannot renew an object on a dedup hit: the writer locks protect it.
+
+    Each pass the parent saves a run of new content that starts 400 days ago, tells
+    the writer processes to reuse that content, waits past the one-second margin and
+    collects with ``grace=0``, removing that run: its objects and chunks are old and
+    unreferenced but for the writers' runs. The writers save runs (each under a writer
+    lock, as an executor or a push holds one) that reuse them: small objects by dedup
+    hit, and a random few of its 60 chunks under a new chunk list (a chunk is
+    protected only by the lists the sweep listed). Every run written verifies
+    afterwards. With `needs_locks` returning False this loses chunks (design §10).
+    """
+    url, options = s3_bucket
+    url = f"{url}/race"
+    repo = Repository.init(url, **options)
+    repo.payloads.threshold = 4096
+    generation = tmp_path / "generation"
+    _save_run(repo, "decoy000", _decoy(0), started=NOW - timedelta(days=400))
+    generation.write_text("0")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    stop = tmp_path / "stop"
+    args = [str(generation), str(stop), str(S3_SMALL)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", S3_WRITER, url, json.dumps(options), f"w{w}", *args],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        for w in range(S3_WRITERS)
+    ]
+    swept = 0
+    for passes in range(1, S3_PASSES + 1):
+        _save_run(repo, f"decoy{passes:03d}", _decoy(passes), started=NOW - timedelta(days=400))
+        generation.write_text(str(passes))
+        time.sleep(1.2)  # the decoy's objects are now older than the mark's margin
+        policy = Policy(keep_within=timedelta(days=1), grace=timedelta(0))
+        result = collect(repo, policy, lock_wait=120)
+        swept += result.objects_removed + result.lists_removed + result.chunks_removed
+    stop.touch()
+    written: list[str] = []
+    for writer in writers:
+        assert writer.stdout is not None
+        written += writer.stdout.read().decode().split()
+        assert writer.wait(timeout=60) == 0
+    assert swept > 0  # the loop really deleted while they wrote
+    assert len(written) >= S3_PASSES
+    assert set(written) <= set(repo.run_ids())
+    report = verify(repo, written)
+    assert report.ok, [problem.to_dict() for problem in report.problems[:5]]
+    assert not list(repo.backend.list("locks"))
 
 
 # other backends ----------------------------------------------------------------------
