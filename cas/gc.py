@@ -49,6 +49,9 @@ from cas.stores import RESULT, RUNS, run_key
 OBJECTS = "objects"
 DEFAULT_GRACE = timedelta(hours=1)
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
+# Keys per `backend.delete` call on an object store: s3fs splits them into 1,000-key
+# DeleteObjects requests and sends those concurrently (about 4x the rate of one by one).
+REMOTE_CALL = 10 * DELETE_BATCH
 FAILED_LIKE = frozenset({"failed", "partial", "interrupted"})
 
 Progress = Callable[[str, int, int], None]
@@ -437,8 +440,9 @@ class _Sweeper:
 
     def delete(self, items: list[tuple[str, int]], *, checked: bool = True) -> int:
         removed = 0
-        for start in range(0, len(items), DELETE_BATCH):
-            batch = items[start : start + DELETE_BATCH]
+        step = DELETE_BATCH if isinstance(self.backend, LocalBackend) else REMOTE_CALL
+        for start in range(0, len(items), step):
+            batch = items[start : start + step]
             if self.lock is not None:
                 self.lock.check()  # never delete under a lock writers may take as stale
             if isinstance(self.backend, LocalBackend) and checked:
