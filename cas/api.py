@@ -7,8 +7,8 @@ it answers 404 with the same body as a run that never existed. Errors are JSON,
 ``{"error": {"code": ..., "message": ..., "parameter": ...}}`` (``parameter`` only
 for 400). Malformed input is refused before any store is read (`cas.api_query`).
 
-Endpoints are plain functions: starlette runs them in its thread pool, so the
-blocking store calls never hold up the event loop. The OpenAPI document is
+Endpoints that read stores are plain functions: starlette runs them in its thread
+pool, so the blocking store calls never hold up the event loop. The OpenAPI document is
 `cas.api_openapi`.
 """
 
@@ -192,12 +192,11 @@ class Api:
 
     # endpoints ------------------------------------------------------------------------
 
-    @endpoint
-    def health(self, request: Request) -> Response:
+    # These two touch no store: answered on the event loop, not in the thread pool.
+    async def health(self, request: Request) -> Response:
         return json_response({"status": "ok", "version": __version__})
 
-    @endpoint
-    def openapi_document(self, request: Request) -> Response:
+    async def openapi_document(self, request: Request) -> Response:
         return Response(self.openapi, media_type="application/json")
 
     @endpoint
