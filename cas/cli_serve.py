@@ -3,7 +3,7 @@
 The global ``--repo`` names the deployment root: tenant ``T``'s repository is
 ``{root}/tenants/T`` and the tokens live in ``{root}/tokens.json`` (or in
 PostgreSQL with ``--execution-store``). See docs/deployment.md. uvicorn and
-starlette are imported only when ``cas serve`` runs.
+starlette (both in `cas.api`) are imported only when ``cas serve`` runs.
 """
 
 from __future__ import annotations
@@ -85,21 +85,14 @@ def serve(
     ] = True,
 ) -> None:
     """Serve the read-only HTTP API (see docs/deployment.md) until interrupted."""
-    import uvicorn
+    from cas.api import serve as run_server
 
     found = deployment(ctx, json=False, token_cache=token_cache)
     found.tokens.list()  # fail now, not on the first request, if the tokens are unreadable
     os.environ.update(environment(found, token_cache))
     plural = "s" * (workers != 1)
     typer.echo(f"serving {found.root} on http://{host}:{port} ({workers} worker{plural})", err=True)
-    uvicorn.run(
-        "cas.api:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=access_log,
-    )
+    run_server(host, port, workers=workers, access_log=access_log)
 
 
 def environment(found: Deployment, token_cache: float) -> dict[str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
+from cas.api import TcpConfig
 from cas.cli import app
 from cas.deployment import Deployment
 from cas.errors import InvalidIdError, NotFoundError
@@ -251,6 +253,15 @@ def test_deployment_opens_each_tenant_under_the_root(tmp_path: Path) -> None:
     deployment.max_open = 1
     deployment.open_repository("globex")
     assert deployment.open_repository("acme") is not acme  # dropped, then reopened
+
+
+def test_workers_listen_on_a_tcp_socket_so_answers_are_not_delayed() -> None:
+    """uvicorn binds its workers' socket with protocol 0, and asyncio then never sets
+    TCP_NODELAY on connections: each answer waited for a delayed ACK (~40 ms)."""
+    config = TcpConfig("cas.api:app_from_environment", host="127.0.0.1", port=0, workers=2)
+    with config.bind_socket() as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.get_inheritable()
 
 
 # the happy paths -------------------------------------------------------------------------
