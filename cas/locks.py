@@ -225,28 +225,33 @@ def acquire(
     refresh: float = REFRESH_INTERVAL,
 ) -> Lock:
     """Take a `kind` lock on `backend`, waiting up to `wait` seconds; `LockedError` if not."""
-    deadline = time.monotonic() + wait
-    poll = FIRST_POLL
-    told = False
     lock = Lock(backend, kind, refresh=refresh)
+    try:
+        _wait_for(lock, time.monotonic() + wait, notify)
+    except BaseException:  # refused, interrupted while waiting, or a failed request
+        backend.delete([lock.key])
+        raise
+    lock.start()
+    return lock
+
+
+def _wait_for(lock: Lock, deadline: float, notify: Notify | None) -> None:
+    """Return once `lock` is written and nothing excludes it; raise at `deadline`."""
+    poll, told = FIRST_POLL, False
     while True:
         if time.time() - lock.refreshed_at > lock.interval:
             lock.create()  # the first time, after stepping back, or when waiting long
-        blockers = _blockers(backend, lock)
-        gc_blockers = [info for info in blockers if info.kind == EXCLUSIVE]
+        blockers = _blockers(lock.backend, lock)
         if not blockers:
-            lock.start()
-            return lock
+            return
         # A writer, or a gc meeting another gc, steps back; a gc meeting writers holds on
         # to its lock so no new writer starts while the current ones finish.
-        if kind == WRITER or gc_blockers:
-            backend.delete([lock.key])
+        if lock.kind == WRITER or any(info.kind == EXCLUSIVE for info in blockers):
+            lock.backend.delete([lock.key])
             lock.refreshed_at = 0.0
         left = deadline - time.monotonic()
         if left <= 0:
-            if lock.refreshed_at:
-                backend.delete([lock.key])
-            raise LockedError(_refusal(backend, kind, blockers))
+            raise LockedError(_refusal(lock.backend, lock.kind, blockers))
         if not told:
             (notify or log.warning)(f"cas: waiting up to {left:.0f}s: {blockers[0].describe()}")
             told = True

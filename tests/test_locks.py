@@ -114,6 +114,16 @@ def test_a_waiting_gc_keeps_new_writers_out_until_the_old_ones_finish(
     assert _kinds(backend) == []
 
 
+def test_a_gc_interrupted_while_waiting_leaves_no_lock(backend: FsspecBackend) -> None:
+    def interrupt(_message: str) -> None:
+        raise KeyboardInterrupt
+
+    with locked(backend, WRITER):
+        with pytest.raises(KeyboardInterrupt):
+            acquire(backend, EXCLUSIVE, wait=30, notify=interrupt)
+        assert _kinds(backend) == [WRITER]
+
+
 def test_two_gcs_do_not_sweep_at_once(backend: FsspecBackend) -> None:
     with locked(backend, EXCLUSIVE), pytest.raises(LockedError):
         acquire(backend, EXCLUSIVE, wait=0.3)
