@@ -147,7 +147,7 @@ def select_runs(repo: Repository, policy: Policy, now: datetime | None = None) -
     if policy.retains_all:
         return []
     now = now or datetime.now(UTC)
-    infos = [repo.run_info(run_id) for run_id in repo.run_ids()]
+    infos = repo.run_infos()
     with_result = [info for info in infos if info.result is not None]
     newest = sorted(with_result, key=_start_key, reverse=True)
     kept: set[str] = {info.run_id for info in infos if _always_kept(info)}

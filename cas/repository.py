@@ -46,6 +46,10 @@ class RunRecords(ExecutionStore, ManifestStore, Protocol):
     def url(self) -> str:
         """Where the records are (no password)."""
 
+    @property
+    def tenant(self) -> str:
+        """The tenant every read and write is scoped to."""
+
     def query_runs(self, query: RunQuery) -> list[RunRow]:
         """The runs passing `query`, newest first (`Repository.list_runs`)."""
 
@@ -102,6 +106,13 @@ class Repository:
         self.objects = self.payloads.objects
         self.schemas = SchemaRegistry(backend, config.get("schema_packages", []))
         # With `records` (PostgreSQL), results and entries live there; objects stay here.
+        owner = config.get("tenant")
+        if records is not None and owner is not None and owner != records.tenant:
+            # gc marks only its tenant's entries: a shared object store would lose objects
+            raise RepositoryError(
+                f"{backend.url} holds the objects of tenant {owner!r}, not {records.tenant!r}: "
+                "each tenant needs its own object store (--tenant puts it under tenants/NAME)"
+            )
         self.records = records
         self.artifacts = BackendArtifactStore(backend, self.payloads, self.schemas, records)
         self.executions: ExecutionStore = (
@@ -154,6 +165,8 @@ class Repository:
             "created_at": datetime.now(UTC).isoformat(),
             "schema_packages": [],
         }
+        if records is not None:
+            config["tenant"] = records.tenant  # the one tenant whose objects live here
         backend.write(CONFIG, orjson.dumps(config, option=orjson.OPT_INDENT_2))
         return cls(backend, config, records)
 
@@ -203,9 +216,18 @@ class Repository:
         """
         return result.status == "running" and self._abandoned_run(result.run_id)
 
+    def run_infos(self) -> list[RunInfo]:
+        """Every run's `RunInfo`, in no order; from `records`, read in bulk."""
+        if self.records is None:
+            return [self.run_info(run_id) for run_id in self.run_ids()]
+        pairs = self.records.records()
+        infos = [RunInfo(r.run_id, r, len(e), self.is_abandoned(r)) for r, e in pairs]
+        seen = {info.run_id for info in infos}
+        return infos + [self.run_info(i) for i in self.run_ids() if i not in seen]
+
     def runs(self) -> list[RunInfo]:
         """Every run, newest first (runs without a result last)."""
-        infos = [self.run_info(run_id) for run_id in self.run_ids()]
+        infos = self.run_infos()
         epoch = datetime.min.replace(tzinfo=UTC)
         return sorted(
             infos, key=lambda info: (_aware(info.started_at) or epoch, info.run_id), reverse=True

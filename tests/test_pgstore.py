@@ -435,8 +435,10 @@ def test_objects_on_s3_records_in_postgres(pg: PgDatabase, s3_bucket: S3Bucket) 
     assert again.resolve_run("latest") == "run-1"
     assert len(list(again.objects)) == 1  # the payload is in the bucket
     assert again.backend.children("runs") == []  # its records are not
-    beta = Repository.open(url, execution_store=pg.dsn, tenant="beta", **options)
+    beta = Repository.init(f"{url}/tenants/beta", execution_store=pg.dsn, tenant="beta", **options)
     assert beta.run_ids() == []
+    with pytest.raises(RepositoryError, match="holds the objects of tenant 'alpha'"):
+        Repository.open(url, execution_store=pg.dsn, tenant="beta", **options)
 
 
 def test_resolve_latest_in_sql_matches_the_listing(pg_store: Repository) -> None:
@@ -485,3 +487,18 @@ def test_concurrent_migrations_take_turns(postgres_server: PostgresServer) -> No
         assert sorted(row[0] for row in rows) == [version for version, _, _ in migrations()]
     finally:
         drop_database(postgres_server, database)
+
+
+def test_an_object_store_belongs_to_one_tenant(pg: PgDatabase, tmp_path: Path) -> None:
+    """gc marks only its tenant's entries, so two tenants must never share objects."""
+    location = str(tmp_path / "r")
+    Repository.init(location, execution_store=pg.dsn, tenant="alpha")
+    assert Repository.open(location, execution_store=pg.dsn, tenant="alpha").records
+    with pytest.raises(RepositoryError) as caught:
+        Repository.open(location, execution_store=pg.dsn, tenant="beta")
+    assert str(caught.value) == (
+        f"{location} holds the objects of tenant 'alpha', not 'beta': each tenant needs "
+        "its own object store (--tenant puts it under tenants/NAME)"
+    )
+    with pytest.raises(RepositoryError):
+        Repository.init(location, execution_store=pg.dsn, tenant="beta")
