@@ -502,3 +502,18 @@ def test_an_object_store_belongs_to_one_tenant(pg: PgDatabase, tmp_path: Path) -
     )
     with pytest.raises(RepositoryError):
         Repository.init(location, execution_store=pg.dsn, tenant="beta")
+
+
+def test_unreachable_database_is_a_repository_error_without_the_password(tmp_path: Path) -> None:
+    from cas.pgstore import close_pools
+    from cas.testing.services import free_port
+
+    dsn = f"postgresql://cas:hunter2@127.0.0.1:{free_port()}/nowhere?connect_timeout=1"
+    try:
+        with pytest.raises(RepositoryError) as caught:
+            Repository.init(str(tmp_path / "r"), execution_store=dsn)
+    finally:
+        close_pools(dsn)
+    message = str(caught.value)
+    assert message.startswith("cannot connect to PostgreSQL at postgresql://cas@127.0.0.1:")
+    assert "hunter2" not in message
