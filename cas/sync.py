@@ -44,10 +44,11 @@ from cas.locks import WRITER, locked
 from cas.model import ArtifactEntry, ExecutionResult
 from cas.objects import FsspecBackend, compress
 from cas.repository import Repository
-from cas.stores import run_key
+from cas.stores import RUNS, run_key
 
 RUNBOOK = "runbook.yaml"
 DEFAULT_WORKERS = 8
+FEW_RUNS = 10  # up to this many runs, check each destination run folder, not list them all
 
 Progress = Callable[[int, int, int], None]
 """Called with (payloads copied, payloads to copy, bytes written) as the copy goes."""
@@ -120,9 +121,10 @@ def _plan(
     source: Repository, dest: Repository, run_ids: Iterable[str], outcome: SyncResult
 ) -> list[_Plan]:
     """Decide what each run needs; every conflict is found before the first write."""
-    present = set(dest.run_ids())
+    wanted = list(dict.fromkeys(run_ids))
+    present = _present(dest, wanted)
     plans: list[_Plan] = []
-    for run_id in dict.fromkeys(run_ids):
+    for run_id in wanted:
         try:
             result = source.executions.get(run_id)
         except NotFoundError:
@@ -156,6 +158,18 @@ def _plan(
                 )
         plans.append(_Plan(run_id, result, entries, dest_entries))
     return plans
+
+
+def _present(dest: Repository, run_ids: list[str]) -> set[str]:
+    """Which of `run_ids` have a folder in `dest`.
+
+    One listing of every run (a page per 1,000 runs on S3), or, for a few runs, a
+    listing of each one's own folder, which stops at its first key.
+    """
+    if dest.records is not None or len(run_ids) > FEW_RUNS:
+        return set(dest.run_ids()).intersection(run_ids)
+    folders = {run_id: iter(dest.backend.list(f"{RUNS}/{run_id}")) for run_id in run_ids}
+    return {run_id for run_id, keys in folders.items() if next(keys, None) is not None}
 
 
 def _copy_payloads(
