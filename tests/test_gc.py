@@ -307,9 +307,7 @@ WRITER = textwrap.dedent(
     repo = Repository.open(root, fsync=False)
     repo.payloads.threshold = 4096
     rng = random.Random(name)
-    n = 0
-    while not Path(stop).exists() and n < 30:  # until the parent's passes are done
-        n += 1
+    for n in range(count):
         run_id = f"{name}-{n:03d}"
         contents = {f"s{k}": {"shared": k} for k in rng.sample(range(pool), 10)}
         contents["u"] = {"unique": run_id}
