@@ -39,6 +39,7 @@ from cas.pg_sql import (
     run_row_of,
     utc,
 )
+from cas.stores import check_result
 from cas.tokens import (
     TokenInfo,
     check_name,
@@ -260,13 +261,7 @@ class PostgresStore:
 
     def save(self, run_id: str, result: ExecutionResult) -> None:
         """Store (or replace) the result of `run_id`."""
-        check_run_id(run_id)
-        if not isinstance(result, ExecutionResult):
-            raise InvalidInputError(
-                f"invalid result: expected an ExecutionResult, got {type(result).__name__}"
-            )
-        if result.run_id != run_id:
-            raise InvalidInputError(f"result is for run {result.run_id!r}, not {run_id!r}")
+        check_result(run_id, result)
         if result.runbook is not None and "\x00" in result.runbook:
             raise InvalidInputError(
                 f"invalid runbook name {result.runbook[:80]!r}: PostgreSQL text cannot hold NUL"

@@ -325,6 +325,17 @@ def _records(backend: Backend, keys: list[str]) -> Iterator[dict[str, object]]:
         yield unseal(line, f"{key}:{number}")
 
 
+def check_result(run_id: str, result: ExecutionResult) -> None:
+    """Refuse a bad run id, a value that is not an `ExecutionResult`, or another run's result."""
+    check_run_id(run_id)
+    if not isinstance(result, ExecutionResult):
+        raise InvalidInputError(
+            f"invalid result: expected an ExecutionResult, got {type(result).__name__}"
+        )
+    if result.run_id != run_id:
+        raise InvalidInputError(f"result is for run {result.run_id!r}, not {run_id!r}")
+
+
 class BackendExecutionStore:
     """`ExecutionStore` over a backend: ``runs/{run_id}/execution_result.json``."""
 
@@ -333,13 +344,7 @@ class BackendExecutionStore:
         self.before_save = before_save
 
     def save(self, run_id: str, result: ExecutionResult) -> None:
-        check_run_id(run_id)
-        if not isinstance(result, ExecutionResult):
-            raise InvalidInputError(
-                f"invalid result: expected an ExecutionResult, got {type(result).__name__}"
-            )
-        if result.run_id != run_id:
-            raise InvalidInputError(f"result is for run {result.run_id!r}, not {run_id!r}")
+        check_result(run_id, result)
         if self.before_save is not None:
             self.before_save(run_id)
         self.backend.write(run_key(run_id, RESULT), seal(result.to_dict()))
