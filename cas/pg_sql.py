@@ -37,6 +37,13 @@ ON CONFLICT (tenant, run_id, artifact_id) DO UPDATE SET
     validated = EXCLUDED.validated, envelope = EXCLUDED.envelope,
     saved_at = EXCLUDED.saved_at, written_at = clock_timestamp()
 """
+# gc's mark: the digests the entries of the given runs name, in one query (the
+# run ids as one array parameter, joined by hash; DISTINCT leaves each shared digest once)
+NAMED_DIGESTS = """
+SELECT DISTINCT a.digest FROM artifacts a
+JOIN unnest(%s::text[]) AS r(run_id) ON a.run_id = r.run_id
+WHERE a.tenant = %s
+"""
 COUNT = "(SELECT count(*) FROM artifacts a WHERE a.tenant = r.tenant AND a.run_id = r.run_id)"
 
 

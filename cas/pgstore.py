@@ -26,6 +26,7 @@ import psycopg
 from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from cas.digest import Digest
 from cas.errors import CasError, IntegrityError, InvalidInputError, NotFoundError, RepositoryError
 from cas.ids import check_artifact_id, check_run_id, check_tenant
 from cas.index_rows import RunQuery, RunRow, aware
@@ -33,6 +34,7 @@ from cas.model import ArtifactEntry, ExecutionResult
 from cas.pg_sql import (
     APPEND,
     ENTRY_COLUMNS,
+    NAMED_DIGESTS,
     SAVE_RESULT,
     entry_of,
     run_query,
@@ -413,6 +415,15 @@ class PostgresStore:
                 "SELECT DISTINCT run_id FROM artifacts WHERE tenant = %s AND seq > %s", position
             )
         )
+
+    def digests(self, run_ids: Iterable[str]) -> set[Digest]:
+        """Every digest the entries of `run_ids` name: one query however many runs."""
+        ids = [check_run_id(run_id) for run_id in run_ids]
+        if not ids:
+            return set()
+        with self.transaction() as cursor:
+            cursor.execute(NAMED_DIGESTS, [ids, self.tenant])
+            return {Digest(bytes(row[0]).hex()) for row in cursor}
 
     # queries -------------------------------------------------------------------------
 

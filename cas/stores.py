@@ -96,6 +96,9 @@ class ManifestStore(Protocol):
     def saved_after(self, position: int) -> set[str]:
         """Runs with an entry saved after `position`."""
 
+    def digests(self, run_ids: Iterable[str]) -> set[Digest]:
+        """Every digest the entries of `run_ids` name, read in bulk (gc's mark)."""
+
 
 def run_key(run_id: str, name: str) -> str:
     """A file of a run's folder."""
