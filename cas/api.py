@@ -185,11 +185,7 @@ class Api:
         repo = self.repository(tenant)
         if repo is None:
             raise no_run(run_id)
-        try:
-            result: ExecutionResult | None = repo.executions.get(run_id)
-        except NotFoundError:
-            result = None
-        entries = repo.artifacts.entries(run_id)
+        result, entries = repo.find_run(run_id)
         if result is None and not entries:
             raise no_run(run_id)
         return repo, run_id, result, entries

@@ -59,11 +59,7 @@ class Exporter(Protocol):
 
 def load_run(repo: Repository, run_id: str, *, outputs_only: bool = False) -> RunData:
     """Read run `run_id` (an exact id) from the stores; every payload is verified."""
-    try:
-        result: ExecutionResult | None = repo.executions.get(run_id)
-    except NotFoundError:
-        result = None
-    entries = repo.artifacts.entries(run_id)
+    result, entries = repo.find_run(run_id)
     if result is None and not entries:
         raise NotFoundError(f"run {run_id!r} has neither an execution result nor artifacts")
     outputs = stored_outputs(repo, run_id)

@@ -197,15 +197,20 @@ class Repository:
             return self.records.run_ids()
         return sorted(name for name in self.backend.children(RUNS) if is_valid_id(name))
 
-    def run_info(self, run_id: str) -> RunInfo:
-        """A run's result (if saved) and artifact count."""
+    def find_run(self, run_id: str) -> tuple[ExecutionResult | None, dict[str, ArtifactEntry]]:
+        """A run's result (None if none is saved) and manifest entries; ``(None, {})``
+        when there is no such run (callers say "not found" their own way)."""
         try:
             result: ExecutionResult | None = self.executions.get(run_id)
         except NotFoundError:
             result = None
-        count = len(self.artifacts.entries(run_id))
+        return result, self.artifacts.entries(run_id)
+
+    def run_info(self, run_id: str) -> RunInfo:
+        """A run's result (if saved) and artifact count."""
+        result, entries = self.find_run(run_id)
         abandoned = result is not None and self.is_abandoned(result)
-        return RunInfo(run_id, result, count, abandoned)
+        return RunInfo(run_id, result, len(entries), abandoned)
 
     def is_abandoned(self, result: ExecutionResult) -> bool:
         """Whether a `running` result's executor is gone (no owner record, or a dead one).
