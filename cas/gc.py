@@ -7,8 +7,9 @@
    manifest, segments, runbook and the rest of its folder, then its pending index
    mark; finally one index compaction drops their rows.
 2. **Mark.** Every digest named by a remaining run's entries (runs without a result
-   included), plus the outputs of cache records younger than the cutoff; each
-   chunked payload's list is read and its chunks marked.
+   included; with PostgreSQL records one query for all runs), plus the outputs of
+   cache records younger than the cutoff; each chunked payload's list is read and
+   its chunks marked.
 3. **Candidates.** One listing with times per kind (``objects``, ``lists``,
    ``chunks``): an unmarked key whose mtime is older than the cutoff
    (``mark start - grace``) is a candidate. Then **re-check**: every run whose
@@ -210,7 +211,24 @@ def _remove_empty_folders(backend: LocalBackend, prefix: str) -> None:
 
 
 def _named(repo: Repository, run_ids: Iterable[str], marked: set[Digest]) -> None:
-    """Add the digests the runs' entries name; stop on a manifest that cannot be read."""
+    """Add the digests the runs' entries name; stop on a manifest that cannot be read.
+
+    With PostgreSQL records, one query for all of them (`ManifestStore.digests`), not
+    one per run; on a backend, each run's manifest files.
+    """
+    if repo.records is not None:
+        ids = list(run_ids)
+        try:
+            marked.update(repo.records.digests(ids))
+        except CasError as error:
+            which = (
+                f"manifest of run {ids[0]}" if len(ids) == 1 else f"manifests of {len(ids)} runs"
+            )
+            raise IntegrityError(
+                f"gc stopped before deleting anything: the {which} cannot be read ({error}); "
+                "run 'cas verify'"
+            ) from None
+        return
     for run_id in run_ids:
         try:
             entries = repo.artifacts.entries(run_id)

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from cas.cache import StepCache, StepKey
 from cas.cli import app
 from cas.digest import Digest
+from cas.errors import IntegrityError
 from cas.gc import GcResult, Policy, collect, parse_duration, select_runs
 from cas.model import ArtifactOutcome, ExecutionResult, Message
 from cas.objects import LocalBackend, list_times
@@ -255,6 +256,24 @@ def test_dry_run_deletes_nothing_and_reports_the_same_numbers(tmp_path: Path) ->
     assert snapshots[1][1] < snapshots[1][0]
     assert dry_result.dry_run and not real.dry_run
     assert {**dry_result.to_dict(), "dry_run": False} == real.to_dict()
+
+
+def test_a_manifest_that_cannot_be_read_stops_gc_before_any_delete(repo: Repository) -> None:
+    _save_run(repo, "r1", {"a": {"n": 1}, "b": {"n": 2}})
+    garbage, _ = repo.objects.put(b'{"named": "by nothing"}')
+    manifest = repo.backend.root / run_key("r1", "manifest.jsonl")
+    lines = manifest.read_bytes().split(b"\n")
+    manifest.write_bytes(b"\n".join([lines[0][:-5] + b"xxxxx", *lines[1:]]))  # damaged middle
+    _age(repo)
+    with pytest.raises(
+        IntegrityError,
+        match=(
+            r"^gc stopped before deleting anything: the manifest of run r1 cannot be read "
+            r"\(.*\); run 'cas verify'$"
+        ),
+    ):
+        collect(repo, Policy(grace=timedelta(0)))
+    assert repo.payloads.exists(garbage)
 
 
 def test_a_dedup_hit_renews_an_old_object_so_the_sweep_keeps_it(repo: Repository) -> None:

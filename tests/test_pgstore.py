@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +19,13 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from cas.cli import app
-from cas.errors import InvalidIdError, InvalidInputError, NotFoundError, RepositoryError
+from cas.errors import (
+    IntegrityError,
+    InvalidIdError,
+    InvalidInputError,
+    NotFoundError,
+    RepositoryError,
+)
 from cas.index_rows import RunQuery
 from cas.model import ArtifactEntry, ArtifactOutcome
 from cas.pgstore import SCHEMA_VERSION, PostgresStore, migrate, migrations, run_sql, status
@@ -32,6 +41,7 @@ from cas.testing.pg import (
 )
 from cas.testing.services import PostgresServer, S3Bucket
 from cas.testing.store_tests import ArtifactStoreTests, sample_message, sample_result
+from cas.verify import verify
 
 pytestmark = pytest.mark.postgres
 NO_FILES = "entries are rows in PostgreSQL: there are no manifest files to tear or damage"
@@ -164,6 +174,167 @@ def test_gc_of_one_tenant_keeps_the_other(pg: PgDatabase, tmp_path: Path) -> Non
     assert result.runs_removed == ["alpha-0", "alpha-1"]
     assert repos["alpha"].run_ids() == ["alpha-2"]
     assert repos["beta"].run_ids() == ["beta-0", "beta-1", "beta-2"]
+
+
+def test_digests_names_the_newest_entries_of_the_given_runs_of_the_tenant(pg: PgDatabase) -> None:
+    alpha, beta = PostgresStore(pg.dsn, "alpha"), PostgresStore(pg.dsn, "beta")
+    _fill(alpha, "a")
+    _fill(beta, "b")
+    alpha.append("a-0", _entry("a0-again"))  # replaces a-0's entry "a": a0 is named no more
+    alpha.append("a-1", _entry("a0"))  # a digest two runs name comes back once
+    named = alpha.digests(["a-0", "a-1", "b-0", "nowhere"])
+    assert named == {_entry("a0-again").digest, _entry("a0").digest}
+    assert alpha.digests([]) == set()
+    assert beta.digests(["a-0", "a-1", "a-2"]) == set()  # row-level security
+    with pytest.raises(InvalidIdError):
+        alpha.digests(["a-0", "../x"])
+
+
+class _Counted:
+    """A cursor that records each statement it executes."""
+
+    def __init__(self, cursor: Any, log: list[str]) -> None:
+        self._cursor, self._log = cursor, log
+
+    def execute(self, query: Any, params: Any = None) -> _Counted:
+        self._log.append(str(query))
+        self._cursor.execute(query, params)
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+def _count_statements(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Statements the repository's store executes from now on (its tenant's set_config aside)."""
+    store = repo.records
+    assert isinstance(store, PostgresStore)
+    log: list[str] = []
+    real = store.transaction
+
+    @contextmanager
+    def counted() -> Iterator[Any]:
+        with real() as cursor:
+            yield _Counted(cursor, log)
+
+    monkeypatch.setattr(store, "transaction", counted)
+    return log
+
+
+def _age_objects(repo: Repository) -> None:
+    """Move every file of the (local) object store ten days back."""
+    past = time.time() - 10 * 86400
+    for path in Path(repo.backend.url).rglob("*"):
+        if path.is_file():
+            os.utime(path, (past, past))
+
+
+def _save_runs(repo: Repository, count: int, prefix: str = "run") -> None:
+    for index in range(count):
+        run_id = f"{prefix}-{index:04d}"
+        repo.artifacts.save(run_id, "findings", sample_message({"run": run_id}))
+        repo.artifacts.save(run_id, "shared", sample_message({"shared": index % 2}))
+        started = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=index)
+        repo.executions.save(run_id, sample_result(run_id, started_at=started))
+
+
+def test_gc_marks_with_as_many_queries_for_40_runs_as_for_4(
+    pg_module: PgDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark reads every run's digests in one query, not one query per run."""
+    from cas.gc import Policy, collect
+
+    statements: dict[int, list[str]] = {}
+    for count in (4, 40):
+        repo = Repository.init(
+            str(tmp_path / str(count)), execution_store=pg_module.dsn, tenant=f"count{count}"
+        )
+        _save_runs(repo, count)
+        garbage = repo.objects.put(b'{"named": "by nothing"}')[0]
+        _age_objects(repo)
+        with monkeypatch.context() as patch:
+            statements[count] = _count_statements(repo, patch)
+            result = collect(repo, Policy(grace=timedelta(0)))
+        assert (result.runs_kept, result.objects_removed) == (count, 1)
+        assert not repo.payloads.exists(garbage)
+        assert verify(repo).ok
+    assert len(statements[40]) == len(statements[4]) <= 6, statements[40]
+    assert sum("digest" in sql for sql in statements[40]) == 1  # the mark; no re-check needed
+    assert not any("ORDER BY seq" in sql for sql in statements[40])  # no per-run entries()
+
+
+def test_gc_on_postgres_sweeps_what_only_removed_runs_named(pg_store: Repository) -> None:
+    from cas.gc import Policy, collect
+
+    _save_runs(pg_store, 3)
+    gone = pg_store.artifacts.entries("run-0000")["findings"].digest
+    kept = {
+        entry.digest
+        for run_id in ("run-0001", "run-0002")
+        for entry in pg_store.artifacts.entries(run_id).values()
+    }
+    _age_objects(pg_store)
+    dry = collect(pg_store, Policy(keep_last=2, grace=timedelta(0)), dry_run=True)
+    assert (dry.runs_removed, dry.objects_removed) == (["run-0000"], 1)
+    assert pg_store.payloads.exists(gone)
+    result = collect(pg_store, Policy(keep_last=2, grace=timedelta(0)))
+    assert (result.runs_removed, result.objects_removed) == (["run-0000"], 1)
+    assert not pg_store.payloads.exists(gone)
+    assert all(pg_store.payloads.exists(digest) for digest in kept)
+    assert verify(pg_store).ok
+
+
+def test_gc_on_postgres_re_reads_runs_saved_after_the_mark(
+    pg_store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer names an old object after the mark: `saved_after` brings its run back."""
+    import cas.gc as gc_module
+    from cas.gc import Policy, collect
+
+    _save_runs(pg_store, 2)
+    late = sample_message({"late": 1})
+    digest, _ = pg_store.objects.put(late.payload())
+    _age_objects(pg_store)
+    real = gc_module._cache_records
+
+    def late_writer(*args: Any) -> Any:  # runs between the mark and the listing
+        pg_store.artifacts.save("run-0000", "late", late)  # a dedup hit on the old object
+        pg_store.artifacts.save("late-run", "a", late)  # and a run the mark did not see
+        _age_objects(pg_store)
+        return real(*args)
+
+    monkeypatch.setattr(gc_module, "_cache_records", late_writer)
+    result = collect(pg_store, Policy(grace=timedelta(0)))
+    assert result.objects_removed == 0
+    assert pg_store.payloads.exists(digest)
+    assert verify(pg_store).ok
+
+
+def test_gc_stops_before_deleting_when_the_entries_cannot_be_read(
+    pg_store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cas.gc import Policy, collect
+
+    _save_runs(pg_store, 2)
+    garbage = pg_store.objects.put(b'{"named": "by nothing"}')[0]
+    _age_objects(pg_store)
+    store = pg_store.records
+    assert isinstance(store, PostgresStore)
+
+    def unreadable(run_ids: Any) -> Any:
+        raise RepositoryError("PostgreSQL at postgresql://cas@db/cas: connection lost")
+
+    monkeypatch.setattr(store, "digests", unreadable)
+    with pytest.raises(IntegrityError) as caught:
+        collect(pg_store, Policy(grace=timedelta(0)))
+    assert str(caught.value) == (
+        "gc stopped before deleting anything: the manifests of 2 runs cannot be read "
+        "(PostgreSQL at postgresql://cas@db/cas: connection lost); run 'cas verify'"
+    )
+    assert pg_store.payloads.exists(garbage)
 
 
 def test_superuser_store_is_refused(pg: PgDatabase) -> None:
