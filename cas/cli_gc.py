@@ -8,8 +8,7 @@ other command.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -19,6 +18,8 @@ from cas import cli_render as render
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from cas.cli_export import OpenRepo, ResolveRun
     from cas.gc import GcResult
 
@@ -84,15 +85,10 @@ def register(app: typer.Typer, open_repo: OpenRepo, resolve_run: ResolveRun) -> 
             keep=frozenset(resolve_run(repo, run) for run in keep or ()),
             grace=parse_duration(grace),
         )
-        parse_duration(wait)  # a bad --wait is refused before anything is read
-        with _progress(enabled=not json and sys.stderr.isatty()) as progress:
-            result = collect(
-                repo,
-                policy,
-                dry_run=dry_run,
-                progress=progress,
-                lock_wait=parse_duration(wait).total_seconds(),
-            )
+        lock_wait = parse_duration(wait).total_seconds()  # refused before anything is read
+        interactive = not json and sys.stderr.isatty()
+        with render.progress(interactive, "collecting garbage", _phases) as progress:
+            result = collect(repo, policy, dry_run=dry_run, progress=progress, lock_wait=lock_wait)
         if json:
             render.emit_json(result.to_dict())
         else:
@@ -154,17 +150,8 @@ def summary(result: GcResult) -> str:
     return f"{text}; {result.runs_kept} {remain}"
 
 
-@contextmanager
-def _progress(*, enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    if not enabled:
-        yield None
-        return
-    from rich.progress import Progress
+def _phases(bar: Progress, task: TaskID) -> Callable[[str, int, int], None]:
+    def advance(phase: str, done: int, total: int) -> None:
+        bar.update(task, description=phase, completed=done, total=total)
 
-    with Progress(console=render.console(stderr=True), transient=True) as bar:
-        task = bar.add_task("collecting garbage", total=None)
-
-        def advance(phase: str, done: int, total: int) -> None:
-            bar.update(task, description=phase, completed=done, total=total)
-
-        yield advance
+    return advance

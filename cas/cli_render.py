@@ -8,15 +8,16 @@ text when stdout is a pipe. Markup is off, so brackets in messages print as is.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress, ProgressColumn, TaskID
     from rich.table import Column
 
     from cas.explain import Explanation
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from cas.verify import Problem, VerifyReport
 
 _UNITS = ("B", "kB", "MB", "GB", "TB")
+_Callback = TypeVar("_Callback")
 PIPE_WIDTH = 240
 
 
@@ -223,20 +225,39 @@ def _dash(value: str | None) -> str:
 
 
 @contextmanager
-def progress_bar(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress callback drawing a transient bar on stderr, or None when disabled."""
+def progress(
+    enabled: bool,
+    description: str,
+    callback: Callable[[Progress, TaskID], _Callback],
+    *,
+    columns: Callable[[], Sequence[str | ProgressColumn]] | None = None,
+    **fields: Any,
+) -> Iterator[_Callback | None]:
+    """A library progress callback drawing a transient bar on stderr; None when disabled.
+
+    `callback` makes it from the bar and its one task (`description`, `fields`, no total
+    yet); `columns` gives the bar's columns (rich's default ones when empty).
+    """
     if not enabled:
         yield None
         return
     from rich.progress import Progress
 
-    with Progress(console=console(stderr=True), transient=True) as progress:
-        task = progress.add_task("verifying objects", total=None)
+    shown = columns() if columns else ()
+    with Progress(*shown, console=console(stderr=True), transient=True) as bar:
+        yield callback(bar, bar.add_task(description, total=None, **fields))
 
-        def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
 
-        yield advance
+def progress_bar(*, enabled: bool) -> AbstractContextManager[Callable[[int, int], None] | None]:
+    """`progress` for ``cas verify``: objects checked of all."""
+    return progress(enabled, "verifying objects", _counted)
+
+
+def _counted(bar: Progress, task: TaskID) -> Callable[[int, int], None]:
+    def advance(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return advance
 
 
 def problem_line(problem: Problem) -> str:

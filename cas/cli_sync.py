@@ -9,9 +9,8 @@ Library modules are imported inside the commands to keep ``cas --help`` fast.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,15 +18,12 @@ from cas import cli_render as render
 from cas.errors import InvalidInputError, RepositoryError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, ProgressColumn, TaskID
+
+    from cas.cli_export import OpenRepo
     from cas.remotes import Remote
     from cas.repository import Repository
     from cas.sync import SyncResult
-
-
-class OpenRepo(Protocol):
-    """`cas.cli._open` / `cas.cli._init`: the repository named by ``--repo``."""
-
-    def __call__(self, ctx: typer.Context, *, json: bool = False) -> Repository: ...
 
 
 JsonOption = Annotated[
@@ -117,16 +113,10 @@ def register(app: typer.Typer, open_repo: OpenRepo, init_repo: OpenRepo) -> None
         json: JsonOption = False,
     ) -> None:
         """Send runs to a remote (created if needed): only the objects it lacks."""
-        from cas.cli_index import parse_when
-        from cas.sync import select_runs
-
         source = open_repo(ctx, json=json)
         target = _remote(source, remote)
         _check_selection(runs, all_=all_, since=since)
-        if runs:
-            run_ids = list(dict.fromkeys(source.resolve_run(run) for run in runs))
-        else:
-            run_ids = select_runs(source, parse_when(since))
+        run_ids = _selected(source, runs, since)
         dest = _open_remote(target, create=True)
         _transfer(source, dest, run_ids, verb="pushed", as_json=json)
 
@@ -140,8 +130,6 @@ def register(app: typer.Typer, open_repo: OpenRepo, init_repo: OpenRepo) -> None
         json: JsonOption = False,
     ) -> None:
         """Fetch runs from a remote into this repository (created if needed)."""
-        from cas.sync import select_runs
-
         try:
             existing: Repository | None = open_repo(ctx, json=json)
         except RepositoryError:
@@ -150,10 +138,7 @@ def register(app: typer.Typer, open_repo: OpenRepo, init_repo: OpenRepo) -> None
         _check_selection(runs, all_=all_, since=None)
         source = _open_remote(target, create=False)
         dest = existing or init_repo(ctx, json=json)
-        if runs:
-            run_ids = list(dict.fromkeys(source.resolve_run(run) for run in runs))
-        else:
-            run_ids = select_runs(source)
+        run_ids = _selected(source, runs, None)
         _transfer(source, dest, run_ids, verb="pulled", as_json=json)
 
 
@@ -162,6 +147,17 @@ def _check_selection(runs: list[str] | None, *, all_: bool, since: str | None) -
         raise InvalidInputError("give RUN ids, or --all, or --since, not several")
     if all_ and since:
         raise InvalidInputError("give --all or --since, not both")
+
+
+def _selected(source: Repository, runs: list[str] | None, since: str | None) -> list[str]:
+    """The RUN arguments resolved in `source` (in order, once each), else every run of
+    `source` (started at or after `since`, if given)."""
+    from cas.cli_index import parse_when
+    from cas.sync import select_runs
+
+    if runs:
+        return list(dict.fromkeys(source.resolve_run(run) for run in runs))
+    return select_runs(source, parse_when(since))
 
 
 def _remote(repo: Repository | None, text: str) -> Remote:
@@ -184,7 +180,9 @@ def _transfer(
 
     if source.url == dest.url:
         raise InvalidInputError(f"the remote is this repository ({source.url})")
-    with _progress(enabled=not as_json and sys.stderr.isatty()) as progress:
+    interactive = not as_json and sys.stderr.isatty()
+    fields = {"stored": "", "rate": ""}
+    with render.progress(interactive, "copy", _copying, columns=_columns, **fields) as progress:
         done = transfer(source, dest, run_ids, progress=progress)
     if as_json:
         render.emit_json({"source": source.url, "destination": dest.url, **done.to_dict()})
@@ -211,32 +209,22 @@ def summary(done: SyncResult, verb: str, where: str) -> str:
     return line
 
 
-@contextmanager
-def _progress(*, enabled: bool) -> Iterator[Callable[[int, int, int], None] | None]:
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+def _columns() -> tuple[ProgressColumn, ...]:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    columns = (
+    return (
         TextColumn("copying payloads"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[stored]} {task.fields[rate]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=render.console(stderr=True), transient=True) as bar:
-        task = bar.add_task("copy", total=None, stored="", rate="")
 
-        def advance(done: int, total: int, stored: int) -> None:
-            speed = bar.tasks[0].speed
-            rate = f"{speed:.0f}/s" if speed else ""
-            bar.update(task, completed=done, total=total, stored=render.size(stored), rate=rate)
 
-        yield advance
+def _copying(bar: Progress, task: TaskID) -> Callable[[int, int, int], None]:
+    def advance(done: int, total: int, stored: int) -> None:
+        speed = bar.tasks[0].speed
+        rate = f"{speed:.0f}/s" if speed else ""
+        bar.update(task, completed=done, total=total, stored=render.size(stored), rate=rate)
+
+    return advance
