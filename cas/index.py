@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cas.errors import NotFoundError
-from cas.ids import is_valid_id
 from cas.index_rows import (
     ARTIFACT_FIELDS,
     FILES,
     FOOTERS,
     HEAD_SIZE,
-    PENDING,
     POINTER,
     CheckReport,
     IndexLock,
@@ -42,8 +40,10 @@ from cas.index_rows import (
     mark_pending,
     newest_first_key,
     pending_key,
+    read_marks,
     renamed,
     run_row,
+    settle_batches,
     tail,
 )
 from cas.index_scan import (
@@ -64,7 +64,8 @@ if TYPE_CHECKING:
 
     from cas.repository import Repository
 
-Records = list[tuple[ExecutionResult, dict[str, ArtifactEntry]]]
+Entries = dict[str, ArtifactEntry]
+Records = list[tuple[ExecutionResult, Entries]]
 RUNS_TABLE = "runs"
 ARTIFACTS_TABLE = "artifacts"
 _DICTIONARY = ["status"]  # read as dictionary: counting statuses needs no strings
@@ -162,17 +163,22 @@ class RunIndex:
     # writing -------------------------------------------------------------------------
 
     def marks(self) -> list[str]:
-        """Runs marked pending, sorted."""
-        names = self.backend.children(PENDING)
-        return sorted(name for name in names if is_valid_id(name) and not is_temp_name(name))
+        """Runs marked pending (by a mark of their own or a batch mark), sorted."""
+        singles, batches = read_marks(self.backend)
+        return sorted(set(singles).union(*batches.values()))
 
-    def sync(self) -> list[str]:
-        """Fold every marked run whose result is final into a new segment; their ids."""
+    def sync(self, known: Records | None = None) -> list[str]:
+        """Fold every marked run whose result is final into a new segment; their ids.
+
+        `known` holds (result, entries) of runs the caller has in hand (a push): those
+        are folded without reading the stores.
+        """
+        given = {result.run_id: (result, entries) for result, entries in known or ()}
         marks = self.marks()
-        if not any(self._final(run_id) for run_id in marks):
+        if not any(run_id in given or self._final(run_id) for run_id in marks):
             return []
         with IndexLock(self.backend):
-            return self._fold(self.marks())
+            return self._fold(given)
 
     def _final(self, run_id: str) -> ExecutionResult | None:
         try:
@@ -181,20 +187,28 @@ class RunIndex:
             return None  # the mark is written just before the result: not there yet
         return result if result.is_final else None
 
-    def _fold(self, marks: list[str]) -> list[str]:
-        finals = {run_id: r for run_id in marks if (r := self._final(run_id)) is not None}
+    def _fold(self, given: dict[str, tuple[ExecutionResult, Entries]]) -> list[str]:
+        singles, batches = read_marks(self.backend)
+        marks = sorted(set(singles).union(*batches.values()))
+        finals: dict[str, ExecutionResult] = {}
+        for run_id in marks:
+            result = given[run_id][0] if run_id in given else self._final(run_id)
+            if result is not None and result.is_final:
+                finals[run_id] = result
         if not finals:
             return []
         old = Pointer.read(self.backend)
         again = self._indexed(old, set(finals))
-        entry, rows = self._write_rows(list(finals.values()), old.generation + 1)
+        known = {run_id: given[run_id][1] for run_id in finals if run_id in given}
+        entry, rows = self._write_rows(list(finals.values()), old.generation + 1, known)
         superseded = {**old.superseded, **dict.fromkeys(again, entry["name"])}
         pointer = Pointer(old.generation + 1, [*old.files, entry], superseded)
         pointer.head = old.merged_head(rows)
         if pointer.head is None:
             pointer.head = self._head_of(pointer)
         self.backend.write(POINTER, pointer.to_bytes())
-        self.backend.delete(pending_key(run_id) for run_id in finals)
+        self.backend.delete(pending_key(run_id) for run_id in finals if run_id in singles)
+        settle_batches(self.backend, batches, set(finals))
         if len(pointer.files) > self.compact_after:
             self._compact(pointer, full=False)
         return sorted(finals)
@@ -207,13 +221,14 @@ class RunIndex:
     ) -> tuple[dict[str, Any], list[RunRow]]:
         """One new file pair holding `results`; its pointer entry and its runs rows.
 
-        Entries come from `known` when given (read in bulk), else from the store.
+        Entries come from `known` when it holds the run (read in bulk, or in hand),
+        else from the store.
         """
         pa = arrow()
         runs, artifacts = [], []
         for result in results:
-            if known is not None:
-                entries = known.get(result.run_id, {})
+            if known is not None and result.run_id in known:
+                entries = known[result.run_id]
             else:
                 entries = self.repo.artifacts.entries(result.run_id)
             runs.append(run_row(result, entries))
@@ -233,9 +248,12 @@ class RunIndex:
     def compact(self, *, full: bool = True, drop: Iterable[str] = ()) -> int:
         """Merge live files (all, or the small newest ones) into one; files merged."""
         self.sync()
+        drop = set(drop)
         with IndexLock(self.backend):
-            merged = self._compact(Pointer.read(self.backend), full=full, drop=set(drop))
+            merged = self._compact(Pointer.read(self.backend), full=full, drop=drop)
             self._sweep()
+            if drop:  # removed runs (gc) leave the batch marks naming them
+                settle_batches(self.backend, read_marks(self.backend)[1], drop)
             return merged
 
     def _sweep(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
+import secrets
 import threading
 import time
 import weakref
@@ -23,14 +24,17 @@ from typing import Any
 import orjson
 
 from cas.errors import ConflictError, InvalidInputError, NotFoundError
-from cas.ids import check_run_id
+from cas.ids import MAX_ID_LENGTH, check_run_id, is_valid_id
 from cas.model import ArtifactEntry, ExecutionResult
-from cas.objects import Backend, LocalBackend
+from cas.objects import Backend, LocalBackend, is_temp_name
 from cas.owner import current_owner, is_alive, read_owner
 
 INDEX = "index"
 POINTER = f"{INDEX}/current.json"
 PENDING = f"{INDEX}/pending"
+# A mark naming many runs (a push), see `mark_batch`: "batch-" and 128 hex digits, longer
+# than any id (MAX_ID_LENGTH), so never the mark of a run, yet a safe storage key.
+BATCH = "batch-"
 FILES = f"{INDEX}/files"
 LOCK = f"{INDEX}/lock"
 FORMAT = "cas-index/1"
@@ -53,6 +57,49 @@ def mark_pending(backend: Backend, run_id: str) -> None:
         backend.touch(pending_key(run_id))
     else:
         backend.write(pending_key(run_id), b"")
+
+
+def mark_batch(backend: Backend, run_ids: list[str]) -> str:
+    """Mark many runs with one write (a push's runs): a file naming them; its key.
+
+    It stands for one `mark_pending` per run: `RunIndex.sync` folds the runs it
+    names and rewrites it without them (deletes it once none is left).
+    """
+    body = "".join(f"{check_run_id(run_id)}\n" for run_id in run_ids)
+    key = f"{PENDING}/{BATCH}{secrets.token_hex(MAX_ID_LENGTH // 2)}"
+    backend.write(key, body.encode())
+    return key
+
+
+def read_marks(backend: Backend) -> tuple[list[str], dict[str, list[str]]]:
+    """One listing of ``index/pending``: the runs marked one by one, and every batch
+    mark (its key -> the run ids it names; lines that are not ids are skipped)."""
+    singles: list[str] = []
+    batches: dict[str, list[str]] = {}
+    for name in sorted(backend.children(PENDING)):
+        if is_valid_id(name):
+            singles.append(name)
+        if len(name) <= MAX_ID_LENGTH or not name.startswith(BATCH) or is_temp_name(name):
+            continue
+        key = f"{PENDING}/{name}"
+        try:
+            text = backend.read(key).decode("utf-8", "replace")
+        except NotFoundError:
+            continue  # settled by another sync meanwhile
+        batches[key] = [line for line in text.splitlines() if is_valid_id(line)]
+    return singles, batches
+
+
+def settle_batches(backend: Backend, batches: dict[str, list[str]], done: set[str]) -> None:
+    """Rewrite each batch mark without the runs in `done`; delete the ones left empty."""
+    emptied = []
+    for key, run_ids in batches.items():
+        rest = [run_id for run_id in run_ids if run_id not in done]
+        if not rest:
+            emptied.append(key)
+        elif len(rest) < len(run_ids):
+            backend.write(key, "".join(f"{run_id}\n" for run_id in rest).encode())
+    backend.delete(emptied)
 
 
 def aware(value: datetime | None) -> datetime | None:

@@ -7,7 +7,10 @@ manifest entries, then (after the manifest is durable) the execution result.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -17,7 +20,7 @@ import orjson
 from cas.digest import CANONICAL_VERSION, DIGEST_ALGORITHM, Digest, is_digest_prefix
 from cas.errors import AmbiguousError, InvalidInputError, NotFoundError, RepositoryError
 from cas.ids import check_run_id, check_tenant, is_valid_id
-from cas.index_rows import RunQuery, RunRow, mark_pending
+from cas.index_rows import RunQuery, RunRow, mark_batch, mark_pending
 from cas.model import ArtifactEntry, ExecutionResult
 from cas.objects import Backend, open_backend
 from cas.owner import OWNER, is_alive, read_owner
@@ -114,6 +117,8 @@ class Repository:
                 "each tenant needs its own object store (--tenant puts it under tenants/NAME)"
             )
         self.records = records
+        self._batched: set[str] = set()  # runs a batch mark already covers (`marked_together`)
+        self._batch_lock = threading.Lock()
         self.artifacts = BackendArtifactStore(backend, self.payloads, self.schemas, records)
         self.executions: ExecutionStore = (
             records
@@ -131,7 +136,29 @@ class Repository:
         """
         self.artifacts.sync(run_id)
         self.artifacts.merge(run_id)
-        mark_pending(self.backend, run_id)
+        with self._batch_lock:
+            batched = run_id in self._batched
+        if not batched:
+            mark_pending(self.backend, run_id)
+
+    @contextlib.contextmanager
+    def marked_together(self, run_ids: Iterable[str]) -> Iterator[None]:
+        """Mark `run_ids` for the index with one write, for results saved in the block.
+
+        A push saves many results at once: one batch mark (`cas.index_rows.mark_batch`)
+        written here, before any of them, stands for a mark per run (I21), and their
+        result saves in the block skip their own. With `records` nothing is marked.
+        """
+        ids = sorted(set(run_ids))
+        if self.records is None and ids:
+            mark_batch(self.backend, ids)
+        with self._batch_lock:
+            self._batched.update(ids)
+        try:
+            yield
+        finally:
+            with self._batch_lock:
+                self._batched.difference_update(ids)
 
     @property
     def url(self) -> str:

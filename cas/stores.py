@@ -26,7 +26,7 @@ from cas.digest import Digest, seal, unseal
 from cas.errors import InvalidInputError, NotFoundError
 from cas.ids import check_artifact_id, check_run_id, is_valid_id
 from cas.model import ArtifactEntry, ExecutionResult, Message
-from cas.objects import Backend, is_temp_name
+from cas.objects import Backend, LocalBackend, is_temp_name
 from cas.payloads import PayloadStore
 from cas.schemas import SchemaRegistry
 
@@ -197,7 +197,9 @@ class BackendArtifactStore:
         with self._merge_lock:  # kept for `merge`, which then need not read it back
             self._unmerged.setdefault(run_id, {})[key] = line
 
-    def merge(self, run_id: str, entries: Iterable[ArtifactEntry] = ()) -> None:
+    def merge(
+        self, run_id: str, entries: Iterable[ArtifactEntry] = (), *, fresh: bool = False
+    ) -> None:
         """Add `entries` to the run's manifest and fold its segments into ``manifest.jsonl``.
 
         Without append (S3, memory): one listing of the run's folder, then one PUT of
@@ -209,6 +211,8 @@ class BackendArtifactStore:
         result save calls it, so a finished run reads with one listing and one GET).
         Where the backend appends, or entries live elsewhere, `entries` are appended.
         Assumes one writer per run (the executor's owner record; push copies whole runs).
+        `fresh` says the caller knows the run has no manifest files yet (push found no
+        folder for it), which saves the listing.
         """
         entries = list(entries)
         if self.manifests is not None or self.backend.supports_append:
@@ -224,7 +228,7 @@ class BackendArtifactStore:
         if not lines and not written:
             return
         manifest = run_key(run_id, MANIFEST)
-        keys = self._manifest_keys(run_id)
+        keys = [] if fresh and not written else self._manifest_keys(run_id)
         segments = [key for key in keys if key != manifest]
         if not lines and not segments:
             return
@@ -361,10 +365,19 @@ class BackendExecutionStore:
         return ExecutionResult.from_dict(unseal(data, key))
 
     def list_runs(self) -> list[str]:
+        """One recursive listing of ``runs/`` where the backend lists by pages (S3:
+        a request per 1,000 keys), not a HEAD per run; a folder walk on a local disk."""
+        if isinstance(self.backend, LocalBackend):
+            return sorted(
+                run_id
+                for run_id in self.backend.children(RUNS)
+                if is_valid_id(run_id) and self.backend.exists(run_key(run_id, RESULT))
+            )
+        suffix = f"/{RESULT}"
         return sorted(
             run_id
-            for run_id in self.backend.children(RUNS)
-            if is_valid_id(run_id) and self.backend.exists(run_key(run_id, RESULT))
+            for key in self.backend.list(RUNS)
+            if key.endswith(suffix) and is_valid_id(run_id := key[len(RUNS) + 1 : -len(suffix)])
         )
 
     def exists(self, run_id: str) -> bool:

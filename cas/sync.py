@@ -29,10 +29,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -48,7 +49,7 @@ from cas.stores import RUNS, run_key
 
 RUNBOOK = "runbook.yaml"
 DEFAULT_WORKERS = 8
-FEW_RUNS = 10  # up to this many runs, check each destination run folder, not list them all
+FEW_RUNS = 10  # up to this many runs: check each run folder, leave the index to its next sync
 
 Progress = Callable[[int, int, int], None]
 """Called with (payloads copied, payloads to copy, bytes written) as the copy goes."""
@@ -82,6 +83,7 @@ class _Plan:
     result: ExecutionResult
     entries: dict[str, ArtifactEntry]
     dest_entries: dict[str, ArtifactEntry]
+    fresh: bool  # the destination has no folder for the run
 
 
 def select_runs(repo: Repository, since: datetime | None = None) -> list[str]:
@@ -106,9 +108,8 @@ def transfer(
     with _count_requests(source, dest) as counter, locked(dest.backend, WRITER):
         plans = _plan(source, dest, run_ids, outcome)
         _copy_payloads(source, dest, plans, outcome, workers=workers, progress=progress)
-        for plan in plans:
-            _write_run(source, dest, plan)
-            outcome.runs_sent.append(plan.run_id)
+        _write_runs(source, dest, plans, workers=workers)
+        outcome.runs_sent += [plan.run_id for plan in plans]
     outcome.requests = counter()
     return outcome
 
@@ -156,7 +157,7 @@ def _plan(
                     f"run {run_id!r} exists in {dest.url} with a different entry for "
                     f"artifact {name!r}: refusing to overwrite it"
                 )
-        plans.append(_Plan(run_id, result, entries, dest_entries))
+        plans.append(_Plan(run_id, result, entries, dest_entries, run_id not in present))
     return plans
 
 
@@ -200,9 +201,17 @@ def _copy_payloads(
     copier.total = len(missing_whole) + len(missing_chunked)
     if progress is not None:
         progress(0, copier.total, 0)
+    calls = [partial(copier.copy_whole, d) for d in sorted(missing_whole)]
+    calls += [partial(copier.copy_chunked, d) for d in sorted(missing_chunked)]
+    _run_all(calls, workers)
+    outcome.objects_sent, outcome.bytes_sent = copier.objects, copier.stored
+
+
+def _run_all(calls: Sequence[Callable[[], object]], workers: int) -> None:
+    """Run `calls` in a pool of `workers` threads; on the first error cancel the rest
+    (calls already running finish) and raise it."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(copier.copy_whole, d) for d in sorted(missing_whole)]
-        futures += [pool.submit(copier.copy_chunked, d) for d in sorted(missing_chunked)]
+        futures = [pool.submit(call) for call in calls]
         finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for future in finished:
             error = future.exception()
@@ -210,7 +219,6 @@ def _copy_payloads(
                 for other in futures:
                     other.cancel()
                 raise error
-    outcome.objects_sent, outcome.bytes_sent = copier.objects, copier.stored
 
 
 class _Copier:
@@ -306,21 +314,41 @@ class _Once:
             raise CasError(f"chunk {digest.hex} was not written: its writer failed")
 
 
-def _write_run(source: Repository, dest: Repository, plan: _Plan) -> None:
-    """Entries the destination lacks (in order), the runbook, then the result."""
+def _write_runs(source: Repository, dest: Repository, plans: list[_Plan], *, workers: int) -> None:
+    """Every run's entries and runbook, then its result, then the index (I1, I21).
+
+    Each phase runs in the pool and ends before the next starts. One batch mark
+    written before the first result stands for a mark per run. Past `FEW_RUNS` runs
+    the index is then folded from the results and entries in hand (about a dozen
+    requests on S3, where the next listing would read each run back); fewer are
+    left to the next listing.
+    """
+    _run_all([partial(_write_entries, source, dest, plan) for plan in plans], workers)
+    with dest.marked_together(plan.run_id for plan in plans):
+        # each save syncs the run's manifest first, as any result save does
+        saves = [partial(dest.executions.save, plan.run_id, plan.result) for plan in plans]
+        _run_all(saves, workers)
+    if dest.records is None and len(plans) > FEW_RUNS:  # else the next listing folds them
+        from cas.index import RunIndex
+
+        RunIndex(dest).sync(known=[(plan.result, plan.entries) for plan in plans])
+
+
+def _write_entries(source: Repository, dest: Repository, plan: _Plan) -> None:
+    """The entries the destination lacks (in the source's order), then the runbook."""
     missing = [
         entry
         for name, entry in plan.entries.items()
         if (have := plan.dest_entries.get(name)) is None or have.to_dict() != entry.to_dict()
     ]
-    dest.artifacts.merge(plan.run_id, missing)  # on object stores one manifest PUT (I25)
+    # on object stores one manifest PUT (I25), with no listing for a run new there
+    dest.artifacts.merge(plan.run_id, missing, fresh=plan.fresh)
     try:
         runbook: bytes | None = source.backend.read(run_key(plan.run_id, RUNBOOK))
     except NotFoundError:
         runbook = None
     if runbook is not None:
         dest.backend.write(run_key(plan.run_id, RUNBOOK), runbook)
-    dest.executions.save(plan.run_id, plan.result)  # syncs the manifest, marks the index
 
 
 @contextlib.contextmanager

@@ -177,6 +177,42 @@ def test_crash_that_lost_the_mark_is_found_by_check_and_fixed(repo: Repository) 
     assert index.check().ok
 
 
+def test_a_batch_mark_stands_for_a_mark_per_run(repo: Repository) -> None:
+    with repo.marked_together(["run-0001", "run-0002", "run-0003"]):
+        save(repo, 1)
+        save(repo, 2)  # run-0003's result never comes (a push killed before it)
+    assert not repo.backend.exists(pending_key("run-0001"))  # the batch stands for it
+    index = RunIndex(repo)
+    assert index.marks() == ["run-0001", "run-0002", "run-0003"]
+    assert ids(repo.list_runs()) == ["run-0002", "run-0001"]
+    assert index.marks() == ["run-0003"]  # the batch is rewritten with what is left
+    save(repo, 3)  # outside the block: a mark of its own as well
+    assert ids(repo.list_runs()) == ["run-0003", "run-0002", "run-0001"]
+    assert index.marks() == [] and list(repo.backend.list("index/pending")) == []
+    assert index.check().ok
+
+
+def test_a_batch_mark_naming_removed_runs_is_settled_by_the_drop(repo: Repository) -> None:
+    save(repo, 1)
+    repo.list_runs()
+    with repo.marked_together(["run-0002", "run-0009"]):
+        save(repo, 2)
+    index = RunIndex(repo)
+    index.compact(drop=["run-0009"])  # gc removing a run the batch names, never saved
+    assert index.marks() == []
+    assert ids(repo.list_runs()) == ["run-0002", "run-0001"]
+
+
+def test_runs_in_hand_are_folded_without_reading_the_stores(repo: Repository) -> None:
+    with repo.marked_together(["run-0001"]):
+        save(repo, 1)
+    result = repo.executions.get("run-0001")
+    entries = repo.artifacts.entries("run-0001")
+    repo.backend.delete(["runs/run-0001/execution_result.json"])  # unread, so not missed
+    assert RunIndex(repo).sync(known=[(result, entries)]) == ["run-0001"]
+    assert ids(RunIndex(repo).runs()) == ["run-0001"] and RunIndex(repo).marks() == []
+
+
 def test_check_finds_stale_and_orphaned_rows(repo: Repository) -> None:
     save(repo, 1)
     save(repo, 2)

@@ -217,6 +217,16 @@ def test_a_result_saved_while_nothing_was_appended_costs_no_merge(repo: Reposito
     assert log.operations == ["PutObject", "PutObject"]  # the index mark and the result
 
 
+def test_listing_runs_is_one_listing_not_a_check_per_run(repo: Repository) -> None:
+    for number in range(6):
+        _save_run(repo, f"run-{number}", ["a"], "completed")
+    repo.artifacts.save("no-result", "a", Message(id="a", content={}, timestamp=START))
+    with _log_of(repo) as log:
+        listed = repo.executions.list_runs()
+    assert listed == [f"run-{number}" for number in range(6)]
+    assert log.operations == ["ListObjectsV2"]  # was a HEAD per run folder
+
+
 # push ---------------------------------------------------------------------------------
 
 
@@ -233,9 +243,9 @@ def test_first_push_of_the_corpus_to_an_empty_bucket(tmp_path: Path, s3_bucket: 
     dest, sent, log = _push_counts(tmp_path, s3_bucket)
     assert sent.objects_sent == 171 and sent.requests == log.count
     puts = log.count_of("PutObject")
-    # every object and chunk once and the one chunk list; per run one manifest, runbook,
-    # index mark and result (and the writer lock, where sync takes one)
-    assert 171 + 1 + 3 * 4 <= puts <= 171 + 1 + 3 * 4 + 1
+    # every object and chunk once and the one chunk list; per run one manifest, runbook
+    # and result; one batch index mark for the three (and the writer lock)
+    assert 171 + 1 + 3 * 3 + 1 <= puts <= 171 + 1 + 3 * 3 + 1 + 1
     assert log.count - puts <= 15  # listings, a few HEADs, batch deletes (was 506 in all)
     assert log.count_of("HeadObject") <= 2 * 4  # small batches only
     for run_id in dest.run_ids():

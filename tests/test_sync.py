@@ -20,6 +20,7 @@ from typer.testing import CliRunner, Result
 
 from cas.cli import app
 from cas.errors import ConflictError, InvalidIdError, InvalidInputError
+from cas.index import RunIndex
 from cas.model import ArtifactOutcome, ExecutionResult, Message
 from cas.objects import Backend
 from cas.remotes import Remote
@@ -274,8 +275,9 @@ class FailingBackend:
             dest.payloads.get(entry.digest, entry.size)
 
 
-def test_an_interrupted_push_resumes_and_sends_only_what_is_left(tmp_path: Path) -> None:
-    source = source_repo(tmp_path / "a")
+@pytest.mark.parametrize("runs", [3, 12])  # 12: past FEW_RUNS, the push folds the index
+def test_an_interrupted_push_resumes_and_sends_only_what_is_left(tmp_path: Path, runs: int) -> None:
+    source = source_repo(tmp_path / "a", runs=runs)
     full = transfer(source, Repository.init(str(tmp_path / "full"), fsync=False), source.run_ids())
     limit = 0
     while True:
@@ -300,8 +302,21 @@ def test_an_interrupted_push_resumes_and_sends_only_what_is_left(tmp_path: Path)
         assert resumed.objects_sent <= full.objects_sent
         assert_same_runs(source, reopened, source.run_ids())
         assert_clean(reopened)
+        assert {row.run_id for row in reopened.list_runs()} == set(source.run_ids())
+        assert RunIndex(reopened).check().ok and RunIndex(reopened).marks() == []
         limit += 1 if limit < 30 else 7
     assert limit > 10  # the loop really went through many interruption points
+
+
+def test_a_push_of_many_runs_leaves_the_index_current(tmp_path: Path) -> None:
+    source = source_repo(tmp_path / "a", runs=12)
+    dest = Repository.init(f"memory://sync-{uuid.uuid4().hex}")
+    transfer(source, dest, source.run_ids())
+    index = RunIndex(dest)
+    assert index.marks() == [] and list(dest.backend.list("index/pending")) == []
+    for run_id in source.run_ids():  # listed from the index alone: the stores are not read
+        dest.backend.delete([run_key(run_id, RESULT)])
+    assert [row.run_id for row in dest.list_runs()] == [row.run_id for row in source.list_runs()]
 
 
 @pytest.mark.slow
