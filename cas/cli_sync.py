@@ -38,6 +38,15 @@ RunsArgument = Annotated[
     typer.Argument(metavar="RUN", help="Runs to send (ids, prefixes or 'latest'); default all."),
 ]
 AllOption = Annotated[bool, typer.Option("--all", help="Every run (the default).")]
+JobsOption = Annotated[
+    int,
+    typer.Option(
+        "--jobs", "-j", min=1, max=256, metavar="N",
+        help="Copies in flight at once (threads); more helps on high-latency links.",
+    ),
+]  # fmt: skip
+
+DEFAULT_JOBS = 8  # cas.sync.DEFAULT_WORKERS (not imported: `cas --help` stays fast)
 
 remote_app = typer.Typer(
     help="Name other repositories (folders, s3://bucket/prefix) to push to and pull from.",
@@ -110,6 +119,7 @@ def register(app: typer.Typer, open_repo: OpenRepo, init_repo: OpenRepo) -> None
             str | None,
             typer.Option("--since", metavar="DATE", help="Runs started at or after DATE."),
         ] = None,
+        jobs: JobsOption = DEFAULT_JOBS,
         json: JsonOption = False,
     ) -> None:
         """Send runs to a remote (created if needed): only the objects it lacks."""
@@ -118,7 +128,7 @@ def register(app: typer.Typer, open_repo: OpenRepo, init_repo: OpenRepo) -> None
         _check_selection(runs, all_=all_, since=since)
         run_ids = _selected(source, runs, since)
         dest = _open_remote(target, create=True)
-        _transfer(source, dest, run_ids, verb="pushed", as_json=json)
+        _transfer(source, dest, run_ids, verb="pushed", as_json=json, jobs=jobs)
 
     @app.command()
     def pull(
@@ -127,6 +137,7 @@ def register(app: typer.Typer, open_repo: OpenRepo, init_repo: OpenRepo) -> None
         runs: RunsArgument = None,
         *,
         all_: AllOption = False,
+        jobs: JobsOption = DEFAULT_JOBS,
         json: JsonOption = False,
     ) -> None:
         """Fetch runs from a remote into this repository (created if needed)."""
@@ -139,7 +150,7 @@ def register(app: typer.Typer, open_repo: OpenRepo, init_repo: OpenRepo) -> None
         source = _open_remote(target, create=False)
         dest = existing or init_repo(ctx, json=json)
         run_ids = _selected(source, runs, None)
-        _transfer(source, dest, run_ids, verb="pulled", as_json=json)
+        _transfer(source, dest, run_ids, verb="pulled", as_json=json, jobs=jobs)
 
 
 def _check_selection(runs: list[str] | None, *, all_: bool, since: str | None) -> None:
@@ -174,7 +185,13 @@ def _open_remote(remote: Remote, *, create: bool) -> Repository:
 
 
 def _transfer(
-    source: Repository, dest: Repository, run_ids: list[str], *, verb: str, as_json: bool
+    source: Repository,
+    dest: Repository,
+    run_ids: list[str],
+    *,
+    verb: str,
+    as_json: bool,
+    jobs: int = DEFAULT_JOBS,
 ) -> None:
     from cas.sync import transfer
 
@@ -183,7 +200,7 @@ def _transfer(
     interactive = not as_json and sys.stderr.isatty()
     fields = {"stored": "", "rate": ""}
     with render.progress(interactive, "copy", _copying, columns=_columns, **fields) as progress:
-        done = transfer(source, dest, run_ids, progress=progress)
+        done = transfer(source, dest, run_ids, workers=jobs, progress=progress)
     if as_json:
         render.emit_json({"source": source.url, "destination": dest.url, **done.to_dict()})
     else:

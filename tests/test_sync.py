@@ -139,7 +139,9 @@ def test_cli_push_and_pull_between_folders(tmp_path: Path) -> None:
     assert "skipped 3 already present" in again.output
 
     third = tmp_path / "c"
-    pulled = cas(str(third), "pull", str(dest), "run-1")
+    refused = cas(str(third), "pull", str(dest), "--jobs", "0")
+    assert refused.exit_code == 2 and "--jobs" in refused.output and not third.exists()
+    pulled = cas(str(third), "pull", str(dest), "run-1", "-j", "2")
     assert pulled.exit_code == 0, pulled.output
     assert Repository.open(str(third)).run_ids() == ["run-1"]
     assert cas(str(third), "verify").exit_code == 0
@@ -442,3 +444,10 @@ def test_hostile_remote_names_are_refused(tmp_path: Path, name: str) -> None:
     assert cas(source.url, "remote", "add", name, str(tmp_path / "r")).exit_code == 2
     with pytest.raises(InvalidInputError):
         Remote(name, str(tmp_path / "r"))
+
+
+def test_the_cli_default_jobs_is_the_library_default() -> None:
+    from cas.cli_sync import DEFAULT_JOBS
+    from cas.sync import DEFAULT_WORKERS
+
+    assert DEFAULT_JOBS == DEFAULT_WORKERS
