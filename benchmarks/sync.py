@@ -193,6 +193,47 @@ def full_push(server: MotoServer, base: Path, runs: int, seed: int) -> list[Row]
             f"objects + 2 per run (manifest, result): at most {n / (n + 2 * runs):.2f}x "
             "the raw rate where each request costs the same",
         ),
+        *full_pull(fs, base, runs, objects),
+    ]
+
+
+def raw_cat(fs: Any, root: str, keys: list[str], workers: int) -> float:
+    """Seconds to GET every key with `workers` threads calling ``cat_file``."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda key: fs.cat_file(f"{root}/{key}"), keys))
+    return time.perf_counter() - start
+
+
+def full_pull(fs: Any, base: Path, runs: int, objects: dict[str, bytes]) -> list[Row]:
+    """(a') the pushed prefix pulled back into an empty folder, against raw ``cat_file``
+    of the same objects (measured before and after)."""
+    options = dict(fs.storage_options)
+    keys = sorted(objects)
+    raw_s = [raw_cat(fs, f"{BUCKET}/push", keys, DEFAULT_WORKERS)]
+    source = Repository.open(f"s3://{BUCKET}/push", **options)
+    dest = Repository.init(str(base / "pulled"), fsync=False)
+    with counted(source) as log:
+        start = time.perf_counter()
+        done = transfer(source, dest, source.run_ids())
+        pull_s = time.perf_counter() - start
+    assert len(done.runs_sent) == runs, done.to_dict()
+    raw_s.append(raw_cat(fs, f"{BUCKET}/push", keys, DEFAULT_WORKERS))
+    raw = statistics.mean(raw_s)
+    n = len(keys)
+    return [
+        (
+            "(a') raw s3fs cat_file, 8 threads",
+            f"{n / raw:,.0f} objects/s",
+            f"{n:,}",
+            f"{raw:.1f} s (runs {raw_s[0]:.1f}, {raw_s[1]:.1f})",
+        ),
+        (
+            f"(a') cas pull of the {runs:,} runs into an empty folder",
+            f"{n / pull_s:,.0f} objects/s",
+            f"{log.count:,}",
+            f"{pull_s:.1f} s; {raw / pull_s:.2f}x the raw rate; {_ops(log)}",
+        ),
     ]
 
 

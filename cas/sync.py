@@ -106,7 +106,7 @@ def transfer(
     # The destination's writer lock spans the missing checks too: a payload found
     # present must not be swept by a gc before the entries naming it land (§10).
     with _count_requests(source, dest) as counter, locked(dest.backend, WRITER):
-        plans = _plan(source, dest, run_ids, outcome)
+        plans = _plan(source, dest, run_ids, outcome, workers)
         _copy_payloads(source, dest, plans, outcome, workers=workers, progress=progress)
         _write_runs(source, dest, plans, workers=workers)
         outcome.runs_sent += [plan.run_id for plan in plans]
@@ -118,47 +118,84 @@ def _entry_dicts(entries: dict[str, ArtifactEntry]) -> dict[str, dict[str, Any]]
     return {name: entry.to_dict() for name, entry in entries.items()}
 
 
+@dataclass
+class _Sides:
+    """What the plan reads of one run: the source's result and entries, and the
+    destination's where it has the run's folder."""
+
+    run_id: str
+    result: ExecutionResult | None
+    entries: dict[str, ArtifactEntry] = field(default_factory=dict)
+    dest_result: ExecutionResult | None = None
+    dest_entries: dict[str, ArtifactEntry] = field(default_factory=dict)
+    present: bool = False
+
+
 def _plan(
-    source: Repository, dest: Repository, run_ids: Iterable[str], outcome: SyncResult
+    source: Repository,
+    dest: Repository,
+    run_ids: Iterable[str],
+    outcome: SyncResult,
+    workers: int = DEFAULT_WORKERS,
 ) -> list[_Plan]:
-    """Decide what each run needs; every conflict is found before the first write."""
+    """Decide what each run needs; every conflict is found before the first write.
+
+    The runs are read in a pool of `workers` threads (on S3 a few requests each),
+    then judged in order.
+    """
     wanted = list(dict.fromkeys(run_ids))
     present = _present(dest, wanted)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        read = list(pool.map(lambda run_id: _read(source, dest, run_id, present), wanted))
     plans: list[_Plan] = []
-    for run_id in wanted:
-        try:
-            result = source.executions.get(run_id)
-        except NotFoundError:
-            outcome.runs_skipped[run_id] = "no result yet"
-            continue
-        if result.status == "running":
-            outcome.runs_skipped[run_id] = "still running"
-            continue
-        entries = source.artifacts.entries(run_id)
-        dest_entries: dict[str, ArtifactEntry] = {}
-        dest_result: ExecutionResult | None = None
-        if run_id in present:
-            with contextlib.suppress(NotFoundError):
-                dest_result = dest.executions.get(run_id)
-            dest_entries = dest.artifacts.entries(run_id)
-        mine, theirs = _entry_dicts(entries), _entry_dicts(dest_entries)
-        if dest_result is not None:
-            if dest_result.to_dict() == result.to_dict() and mine == theirs:
-                outcome.runs_skipped[run_id] = "already present"
-                continue
-            raise ConflictError(
-                f"run {run_id!r} exists in {dest.url} with a different "
-                f"{'result' if dest_result.to_dict() != result.to_dict() else 'manifest'}: "
-                "refusing to overwrite it"
-            )
-        for name, entry in theirs.items():
-            if mine.get(name) != entry:
-                raise ConflictError(
-                    f"run {run_id!r} exists in {dest.url} with a different entry for "
-                    f"artifact {name!r}: refusing to overwrite it"
-                )
-        plans.append(_Plan(run_id, result, entries, dest_entries, run_id not in present))
+    for sides in read:
+        plan = _judge(sides, dest.url, outcome)
+        if plan is not None:
+            plans.append(plan)
     return plans
+
+
+def _read(source: Repository, dest: Repository, run_id: str, present: set[str]) -> _Sides:
+    try:
+        result = source.executions.get(run_id)
+    except NotFoundError:
+        return _Sides(run_id, None)
+    if result.status == "running":
+        return _Sides(run_id, result)
+    sides = _Sides(run_id, result, source.artifacts.entries(run_id), present=run_id in present)
+    if sides.present:
+        with contextlib.suppress(NotFoundError):
+            sides.dest_result = dest.executions.get(run_id)
+        sides.dest_entries = dest.artifacts.entries(run_id)
+    return sides
+
+
+def _judge(sides: _Sides, where: str, outcome: SyncResult) -> _Plan | None:
+    """The run's plan; None (with the reason in `outcome`) if it is not sent."""
+    run_id, result = sides.run_id, sides.result
+    if result is None:
+        outcome.runs_skipped[run_id] = "no result yet"
+        return None
+    if result.status == "running":
+        outcome.runs_skipped[run_id] = "still running"
+        return None
+    mine, theirs = _entry_dicts(sides.entries), _entry_dicts(sides.dest_entries)
+    if sides.dest_result is not None:
+        same_result = sides.dest_result.to_dict() == result.to_dict()
+        if same_result and mine == theirs:
+            outcome.runs_skipped[run_id] = "already present"
+            return None
+        raise ConflictError(
+            f"run {run_id!r} exists in {where} with a different "
+            f"{'manifest' if same_result else 'result'}: refusing to overwrite it"
+        )
+    for name, entry in theirs.items():
+        if mine.get(name) != entry:
+            raise ConflictError(
+                f"run {run_id!r} exists in {where} with a different entry for "
+                f"artifact {name!r}: refusing to overwrite it"
+            )
+    return _Plan(run_id, result, sides.entries, sides.dest_entries, not sides.present)
 
 
 def _present(dest: Repository, run_ids: list[str]) -> set[str]:
