@@ -27,7 +27,6 @@ from cas.errors import NotFoundError
 from cas.index_rows import (
     ARTIFACT_FIELDS,
     FILES,
-    FOOTERS,
     HEAD_SIZE,
     POINTER,
     CheckReport,
@@ -36,7 +35,6 @@ from cas.index_rows import (
     RunQuery,
     RunRow,
     artifact_rows,
-    digest_groups,
     mark_pending,
     newest_first_key,
     pending_key,
@@ -47,12 +45,14 @@ from cas.index_rows import (
     tail,
 )
 from cas.index_scan import (
+    FOOTERS,
     Scan,
     and_masks,
     arrow,
     artifact_mask,
     compute,
     current_mask,
+    digest_groups,
     filtered,
 )
 from cas.model import ArtifactEntry, ExecutionResult

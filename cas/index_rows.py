@@ -9,15 +9,13 @@ either mentions.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import os
 import secrets
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -460,126 +458,3 @@ def tail(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def renamed(superseded: dict[str, str], merged: set[str], name: str) -> dict[str, str]:
     return {run_id: name if owner in merged else owner for run_id, owner in superseded.items()}
-
-
-def prune(group: Any, schema: Any, query: RunQuery) -> tuple[bool, bool]:
-    """(skip this row group, skip every later one) from its ``started_at`` statistics.
-
-    Files are sorted newest first, so a group ending before `since` ends the scan.
-    """
-    if query.since is None and query.until is None:
-        return False, False
-    stats = group.column(schema.get_field_index("started_at")).statistics
-    if stats is None or not stats.has_min_max:
-        return False, False
-    low, high = aware_stat(stats.min), aware_stat(stats.max)
-    if query.since is not None and high < query.since:
-        return True, True
-    return query.until is not None and low >= query.until, False
-
-
-def aware_stat(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(int(value) / 1e6, UTC)
-
-
-# Row-group statistics of open files (pyarrow objects, handled without importing it) ------
-
-FooterKey = tuple[str, int, int]  # path, size, modification time
-Bounds = list[tuple[Any, Any] | None]  # per row group, (min, max) of one column
-
-
-class FooterCache:
-    """Parsed Parquet footers of local index files (the most recently used few), with
-    the per-row-group bounds `group_bounds` read from them, and which open file
-    came from which footer."""
-
-    size = 64
-
-    def __init__(self) -> None:
-        self._items: dict[FooterKey, tuple[Any, dict[str, Bounds]]] = {}
-        self._opened: weakref.WeakKeyDictionary[Any, FooterKey] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-
-    def get(self, key: FooterKey) -> Any:
-        """The footer stored under `key`, or None."""
-        with self._lock:
-            item = self._items.pop(key, None)
-            if item is None:
-                return None
-            self._items[key] = item
-            return item[0]
-
-    def put(self, key: FooterKey, file: Any) -> None:
-        """Remember `file`'s footer (if new) and that `file` was opened from it."""
-        with self._lock:
-            if key not in self._items:
-                self._items[key] = (file.metadata, {})
-            self._opened[file] = key
-            while len(self._items) > self.size:
-                del self._items[next(iter(self._items))]
-
-    def bounds(self, file: Any) -> dict[str, Bounds] | None:
-        """The bounds cache of the footer `file` was opened from, if still held."""
-        with self._lock:
-            key = self._opened.get(file)
-            item = None if key is None else self._items.get(key)
-            return None if item is None else item[1]
-
-
-FOOTERS = FooterCache()
-
-
-def group_bounds(file: Any, column: str) -> Bounds:
-    """Each row group's (min, max) of `column` from statistics; None where unknown."""
-    metadata = file.metadata
-    cached = FOOTERS.bounds(file)
-    if cached is not None and column in cached:
-        return cached[column]
-    index = file.schema_arrow.get_field_index(column)
-    bounds: Bounds = []
-    for group in range(metadata.num_row_groups):
-        stats = metadata.row_group(group).column(index).statistics
-        has = stats is not None and stats.has_min_max
-        bounds.append((stats.min, stats.max) if has else None)
-    if cached is not None:
-        cached[column] = bounds
-    return bounds
-
-
-def digest_groups(file: Any, query: RunQuery) -> list[int]:
-    """Row groups of an artifacts file that can hold `query`'s digest (all without one).
-
-    The file is sorted by digest, so the groups holding a prefix are one short run.
-    """
-    bounds = query.digest_range()
-    if bounds is None:
-        return list(range(file.num_row_groups))
-    low, high = bounds
-    return [
-        group
-        for group, found in enumerate(group_bounds(file, "digest"))
-        if found is None or (found[0] <= high and found[1] >= low)
-    ]
-
-
-def micros(value: Any) -> int:
-    """A ``started_at`` statistic as microseconds since the epoch."""
-    if isinstance(value, datetime):
-        value = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return int((value - _UNIX) // _MICROSECOND)
-    return int(value)
-
-
-_UNIX = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def holds_time(times: list[int] | None, bounds: tuple[Any, Any] | None) -> bool:
-    """Whether a row group whose ``started_at`` spans `bounds` can hold one of `times`."""
-    if times is None or bounds is None:
-        return True
-    low, high = micros(bounds[0]), micros(bounds[1])
-    at = bisect.bisect_left(times, low)
-    return at < len(times) and times[at] <= high
