@@ -279,7 +279,44 @@ class RunQuery:
         )
 
 
-@dataclass
+class Head:
+    """A pointer's `head` rows, each decoded from the pointer's JSON when first asked for.
+
+    A listing of the newest 50 decodes 50 of the 200 (`RunRow.from_dict`, two
+    timestamps parsed); later asks reuse them. Readers of the same pointer bytes
+    share one (`PointerCache`): rows are frozen and decoding holds a lock.
+    """
+
+    __slots__ = ("_items", "_lock", "_rows")
+
+    def __init__(self, rows: list[RunRow], items: list[dict[str, Any]] | None = None) -> None:
+        self._rows = rows  # decoded, newest first: the first len(rows) of items
+        self._items = items  # the JSON rows (dropped once every one is decoded)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        items = self._items
+        return len(self._rows) if items is None else len(items)
+
+    def rows(self, end: int | None = None) -> list[RunRow]:
+        """The newest `end` rows (all without it), as a new list."""
+        if self._items is not None and (end is None or end > len(self._rows)):
+            self._decode(end)
+        return self._rows[:end]
+
+    def _decode(self, end: int | None) -> None:
+        with self._lock:
+            items = self._items
+            if items is None:
+                return
+            done = len(self._rows)
+            stop = len(items) if end is None else min(end, len(items))
+            if stop > done:
+                self._rows.extend([RunRow.from_dict(item) for item in items[done:stop]])
+            if len(self._rows) == len(items):
+                self._items = None
+
+
 class Pointer:
     """``index/current.json``: the live files, oldest first, and which rows they supersede.
 
@@ -287,13 +324,46 @@ class Pointer:
     whose rows are current; readers drop that run's rows from every other file.
     `head` holds the newest `HEAD_SIZE` current runs rows (all, if fewer), newest
     first, written with the files they come from; None in a pointer written
-    without one (readers then go to the files).
+    without one (readers then go to the files). A pointer `read` decodes its head
+    rows only as they are asked for (`head_answer` decodes the ones it returns).
     """
 
-    generation: int = 0
-    files: list[dict[str, Any]] = field(default_factory=list)  # {name, runs, artifacts}
-    superseded: dict[str, str] = field(default_factory=dict)
-    head: list[RunRow] | None = None
+    __slots__ = ("_head", "files", "generation", "superseded")
+
+    def __init__(
+        self,
+        generation: int = 0,
+        files: list[dict[str, Any]] | None = None,  # {name, runs, artifacts}
+        superseded: dict[str, str] | None = None,
+        head: list[RunRow] | None = None,
+    ) -> None:
+        self.generation = generation
+        self.files = [] if files is None else files
+        self.superseded = {} if superseded is None else superseded
+        self._head = None if head is None else Head(list(head))
+
+    @property
+    def head(self) -> list[RunRow] | None:
+        """Every head row (decoding the ones not decoded yet), a new list; or None."""
+        return None if self._head is None else self._head.rows()
+
+    @head.setter
+    def head(self, rows: list[RunRow] | None) -> None:
+        self._head = None if rows is None else Head(list(rows))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Pointer):
+            return NotImplemented
+        mine = (self.generation, self.files, self.superseded, self.head)
+        return mine == (other.generation, other.files, other.superseded, other.head)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Pointer(generation={self.generation!r}, files={self.files!r}, "
+            f"superseded={self.superseded!r}, head={self.head!r})"
+        )
 
     def to_bytes(self) -> bytes:
         body: dict[str, Any] = {
@@ -302,22 +372,38 @@ class Pointer:
             "files": self.files,
             "superseded": self.superseded,
         }
-        if self.head is not None:
-            body["head"] = [row.to_dict() for row in self.head]
+        if self._head is not None:
+            body["head"] = [row.to_dict() for row in self._head.rows()]
         return orjson.dumps(body, option=orjson.OPT_INDENT_2)
 
     @classmethod
     def read(cls, backend: Backend) -> Pointer:
-        """The live pointer; an empty one when the index was never written."""
+        """The live pointer; an empty one when the index was never written.
+
+        Read anew every call; decoded once per distinct bytes (see `PointerCache`).
+        """
         try:
-            data = orjson.loads(backend.read(POINTER))
+            data = backend.read(POINTER)
         except NotFoundError:
             return cls(head=[])
-        if data.get("format") != FORMAT:
-            raise InvalidInputError(f"{POINTER} has format {data.get('format')!r}, not {FORMAT}")
-        head = data.get("head")
-        rows = None if head is None else [RunRow.from_dict(item) for item in head]
-        return cls(data["generation"], data["files"], data.get("superseded", {}), rows)
+        return POINTERS.decoded(backend.url, data)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Pointer:
+        """The pointer `to_bytes` gave, its head rows left undecoded."""
+        body = orjson.loads(data)
+        if body.get("format") != FORMAT:
+            raise InvalidInputError(f"{POINTER} has format {body.get('format')!r}, not {FORMAT}")
+        pointer = cls(body["generation"], body["files"], body.get("superseded", {}))
+        items = body.get("head")
+        pointer._head = None if items is None else Head([], items)
+        return pointer
+
+    def copy(self) -> Pointer:
+        """A pointer with its own `files` list and `superseded` map, sharing the head."""
+        pointer = Pointer(self.generation, list(self.files), dict(self.superseded))
+        pointer._head = self._head
+        return pointer
 
     @property
     def names(self) -> list[str]:
@@ -326,17 +412,24 @@ class Pointer:
     @property
     def head_is_whole(self) -> bool:
         """Whether `head` holds every indexed run (exact unless runs are superseded)."""
-        return self.head is not None and len(self.head) >= sum(f["runs"] for f in self.files)
+        head = self._head
+        return head is not None and len(head) >= sum(f["runs"] for f in self.files)
 
     def head_answer(self, query: RunQuery) -> list[RunRow] | None:
-        """The indexed rows `query` can need, from `head`; None if it cannot answer."""
-        if self.head is None or not query.unfiltered:
+        """The indexed rows `query` can need, from `head`; None if it cannot answer.
+
+        Only the rows it returns are decoded: the newest offset + limit (the head is
+        sorted as listings are, so the rows past those cannot be listed).
+        """
+        head = self._head
+        if head is None or not query.unfiltered:
             return None
+        need = None if query.limit is None else query.offset + query.limit
         if self.head_is_whole:
-            return self.head
-        if query.limit is None or query.offset + query.limit > len(self.head):
+            return head.rows(need)
+        if need is None or need > len(head):
             return None
-        return self.head[: query.offset + query.limit]
+        return head.rows(need)
 
     def merged_head(self, rows: list[RunRow]) -> list[RunRow] | None:
         """`head` after `rows` are indexed (a run's new row replacing its old one).
@@ -344,19 +437,56 @@ class Pointer:
         None when that is not known without the files: no head yet, or re-indexed
         runs left the head and too few known rows remain above its oldest row.
         """
-        if self.head is None:
+        head = self.head
+        if head is None:
             return None
         new = {row.run_id for row in rows}
-        kept = [row for row in self.head if row.run_id not in new]
+        kept = [row for row in head if row.run_id not in new]
         merged = sorted([*kept, *rows], key=newest_first_key, reverse=True)
         if self.head_is_whole:
             return merged[:HEAD_SIZE]
-        if not self.head:
+        if not head:
             return None
         # Every current row newer than the old head's oldest is in the old head or is new.
-        oldest = newest_first_key(self.head[-1])
+        oldest = newest_first_key(head[-1])
         known = [row for row in merged if newest_first_key(row) >= oldest]
         return known[:HEAD_SIZE] if len(known) >= HEAD_SIZE else None
+
+
+class PointerCache:
+    """The pointer decoded last in each of the most recently read repositories (by
+    backend URL), with the bytes it was decoded from.
+
+    A reader still reads ``index/current.json`` every time; only when the bytes are
+    the very bytes cached is their decoding (JSON, and the head rows decoded so far)
+    reused, so a listing is never older than the pointer it read.
+    """
+
+    size = 16
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[bytes, Pointer]] = {}
+        self._lock = threading.Lock()
+
+    def decoded(self, url: str, data: bytes) -> Pointer:
+        """The pointer `data` holds (a copy: its `files` and `superseded` are the caller's)."""
+        with self._lock:
+            item = self._items.pop(url, None)
+        if item is None or item[0] != data:
+            item = (data, Pointer.decode(data))
+        with self._lock:
+            self._items[url] = item
+            while len(self._items) > self.size:
+                del self._items[next(iter(self._items))]
+        return item[1].copy()
+
+    def clear(self) -> None:
+        """Forget every decoded pointer (benchmarks time the first read of new bytes)."""
+        with self._lock:
+            self._items.clear()
+
+
+POINTERS = PointerCache()
 
 
 class IndexLock:

@@ -529,6 +529,70 @@ def test_head_rows_round_trip_through_json() -> None:
     assert RunRow.from_dict(orjson.loads(orjson.dumps(row.to_dict()))) == row
 
 
+def test_a_listing_decodes_only_the_head_rows_it_returns(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for number in range(6):
+        save(repo, number)
+    expected = RunIndex(repo).runs()
+    decoded: list[str] = []
+    from_dict = RunRow.from_dict
+
+    def counted(data: dict[str, Any]) -> RunRow:
+        decoded.append(data["run_id"])
+        return from_dict(data)
+
+    monkeypatch.setattr(RunRow, "from_dict", staticmethod(counted))
+    index_rows.POINTERS.clear()
+    assert RunIndex(repo).runs(RunQuery(limit=2)) == expected[:2]
+    assert decoded == ids(expected[:2])
+    assert RunIndex(repo).runs(RunQuery(limit=2, offset=2)) == expected[2:4]  # same bytes
+    assert decoded == ids(expected[:4])  # the first two were not decoded again
+    assert Pointer.read(repo.backend).head == expected
+    assert decoded == ids(expected)
+    assert RunIndex(repo).runs() == expected
+    assert decoded == ids(expected)
+
+
+def test_a_listing_reads_the_pointer_anew_every_time(repo: Repository) -> None:
+    for number in range(3):
+        save(repo, number)
+    first = repo.list_runs(RunQuery(limit=50))
+    mine = Pointer.read(repo.backend)  # the caller's own lists: changing them changes no read
+    mine.files.clear()
+    mine.superseded["run-0000"] = "x"
+    mine.head = []
+    assert Pointer.read(repo.backend).files and not Pointer.read(repo.backend).superseded
+    assert Pointer.read(repo.backend).head == first
+    save(repo, 3)
+    assert ids(repo.list_runs(RunQuery(limit=50))) == ["run-0003", *ids(first)]
+    old = Pointer.read(repo.backend)  # rewritten, same generation: other bytes, read as such
+    assert old.head is not None
+    repo.backend.write(POINTER, Pointer(old.generation, old.files, {}, old.head[:1]).to_bytes())
+    assert Pointer.read(repo.backend).head == old.head[:1]
+    assert ids(repo.list_runs(RunQuery(limit=1))) == ["run-0003"]
+    assert Pointer.read(repo.backend) == Pointer(old.generation, old.files, {}, old.head[:1])
+
+
+def test_threads_share_one_lazily_decoded_head(repo: Repository) -> None:
+    for number in range(8):
+        save(repo, number)
+    expected = RunIndex(repo).runs()
+    index_rows.POINTERS.clear()
+    pointers = [Pointer.read(repo.backend) for _ in range(16)]
+    answers: dict[int, list[RunRow] | None] = {}
+
+    def answer(number: int) -> None:
+        answers[number] = pointers[number].head_answer(RunQuery(limit=number % 9))
+
+    threads = [threading.Thread(target=answer, args=(number,)) for number in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == {number: expected[: number % 9] for number in range(16)}
+
+
 def test_short_listings_import_neither_pyarrow_nor_pydantic(tmp_path: Path) -> None:
     repo = Repository.init(str(tmp_path / "repo"), fsync=False)
     for number in range(3):
