@@ -1,15 +1,18 @@
 """Short listings from the index pointer's ``head``: what one costs, and where it goes.
 
 Run with ``python -m benchmarks.index_head`` (``--help`` for flags). Writes under
-``benchmarks/out/index_head/`` (git-ignored) a local repository holding ``--runs``
-runs saved through the stores (fsync off) and folded into the run index, so the
-pointer ``index/current.json`` carries its full ``head`` (the newest 200 runs rows).
+``benchmarks/out/index_head/`` (git-ignored) a deployment root whose tenant ``bench``
+holds ``--runs`` runs saved through the stores (fsync off) and folded into the run
+index, so the pointer ``index/current.json`` carries its full ``head`` (the newest
+200 runs rows), and a token for it.
 
 Then, in this one process, each measure is the median of ``--repeat`` calls after
 one warm-up: ``Repository.list_runs(RunQuery(limit=50))`` (what ``cas runs`` and
 ``GET /v1/runs?limit=50`` do: a sync check, the pointer, the running runs), its
 parts (``Pointer.read``, the head's answer for 50 rows, the listing of pending
-marks), and the listing with ``--limit 200`` (the whole head). The pointer is read
+marks), the listing with ``--limit 200`` (the whole head), and the HTTP API's
+handler of ``GET /v1/runs?limit=50`` (`cas.api.Api.runs`) called in process with a
+built request (token lookup, listing, rendering; no HTTP stack). The pointer is read
 anew by every call; the ``_new`` measures also forget the process's decoded
 pointers (`cas.index_rows.POINTERS`) first, as when a sync has just rewritten it.
 Prints JSON. Run against an older cas (``PYTHONPATH``), it times that one.
@@ -29,19 +32,27 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from starlette.requests import Request
+
 from cas import index_rows
+from cas.api import Api
+from cas.deployment import Deployment
 from cas.index import RunIndex
 from cas.index_rows import HEAD_SIZE, Pointer, RunQuery, read_marks
 from cas.model import ArtifactOutcome, ExecutionResult, Message, RunStatus
+from cas.objects import LocalBackend
 from cas.repository import Repository
+from cas.tokens import BackendTokenStore
 
 OUT = Path(__file__).resolve().parent / "out" / "index_head"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TENANT = "bench"
 
 
-def generate(root: Path, runs: int) -> Repository:
-    """`runs` runs (two artifacts each) saved through the stores, then indexed."""
-    repo = Repository.init(str(root), fsync=False)
+def generate(root: Path, runs: int) -> None:
+    """`runs` runs (two artifacts each) of tenant ``bench`` saved through the stores,
+    then indexed; a token for the tenant in ``token.txt``."""
+    repo = Repository.init(str(root / "tenants" / TENANT), fsync=False)
     shared = Message("config", {"rules": ["email", "phone", "iban"]})
     for number in range(runs):
         run_id = f"run-{number:06d}"
@@ -56,7 +67,25 @@ def generate(root: Path, runs: int) -> Repository:
         result = ExecutionResult(run_id, status, started, "nightly", started, 1.0, outcomes)
         repo.executions.save(run_id, result)
     RunIndex(repo).sync()
-    return repo
+    token, _ = BackendTokenStore(LocalBackend(str(root))).create(TENANT, "benchmark")
+    (root / "token.txt").write_text(token)
+
+
+def api_listing(root: Path) -> Callable[[], object]:
+    """`Api.runs` answering ``GET /v1/runs?limit=50`` with the tenant's token."""
+    api = Api(Deployment.configure(str(root)))
+    authorization = f"Bearer {(root / 'token.txt').read_text()}".encode()
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1/runs",
+        "query_string": b"limit=50",
+        "headers": [(b"authorization", authorization)],
+        "path_params": {},
+    }
+    response = api.runs(Request(scope))
+    assert response.status_code == 200, response.body
+    return lambda: api.runs(Request(scope))
 
 
 def timed(call: Callable[[], object], repeat: int) -> dict[str, float]:
@@ -80,7 +109,7 @@ def main() -> None:
     if not (args.reuse and root.exists()):
         shutil.rmtree(root, ignore_errors=True)
         generate(root, args.runs)
-    repo = Repository.open(str(root))
+    repo = Repository.open(str(root / "tenants" / TENANT))
     backend = repo.backend
     pointer = Pointer.read(backend)
     assert pointer.head is not None and len(pointer.head) == min(HEAD_SIZE, args.runs)
@@ -102,6 +131,7 @@ def main() -> None:
             Pointer.read(backend).head_answer(fifty),
         ),
         "read_marks": lambda: read_marks(backend),
+        "api_runs_handler_limit_50": api_listing(root),
     }
     report: dict[str, Any] = {
         "runs": args.runs,
