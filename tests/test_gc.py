@@ -261,7 +261,7 @@ def test_dry_run_deletes_nothing_and_reports_the_same_numbers(tmp_path: Path) ->
 def test_a_manifest_that_cannot_be_read_stops_gc_before_any_delete(repo: Repository) -> None:
     _save_run(repo, "r1", {"a": {"n": 1}, "b": {"n": 2}})
     garbage, _ = repo.objects.put(b'{"named": "by nothing"}')
-    manifest = repo.backend.root / run_key("r1", "manifest.jsonl")
+    manifest = Path(repo.url) / run_key("r1", "manifest.jsonl")
     lines = manifest.read_bytes().split(b"\n")
     manifest.write_bytes(b"\n".join([lines[0][:-5] + b"xxxxx", *lines[1:]]))  # damaged middle
     _age(repo)
