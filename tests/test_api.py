@@ -604,7 +604,12 @@ def test_other_methods_get_405(api: Api, method: str) -> None:
 # the OpenAPI document, property-based ------------------------------------------------------
 
 
-def test_openapi_document_holds(api: Api) -> None:
+@pytest.fixture(scope="module")
+def api_schema(api: Api) -> Any:
+    return schemathesis.openapi.from_url(f"{api.base}/openapi.json")
+
+
+def test_openapi_document_holds(api: Api, api_schema: Any) -> None:
     """Generated requests for every operation of the served document (valid ones, with
     acme's token) get no 5xx and only documented, schema-valid answers; the checks
     include ignored auth and unsupported methods.
@@ -613,8 +618,7 @@ def test_openapi_document_holds(api: Api) -> None:
     than through schemathesis's pytest plugin, which reaches into pytest internals
     that newer pytest releases change.
     """
-    schema = schemathesis.openapi.from_url(f"{api.base}/openapi.json")
-    operations = [_operation(result) for result in schema.get_all_operations()]
+    operations = [_operation(result) for result in api_schema.get_all_operations()]
     assert len(operations) >= 6
     for operation in operations:
         _generated_requests_hold(operation, api.tokens["acme"])
