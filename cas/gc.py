@@ -31,6 +31,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +51,7 @@ from cas.stores import RESULT, RUNS, run_key
 OBJECTS = "objects"
 DEFAULT_GRACE = timedelta(hours=1)
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
+MARK_WORKERS = 8  # runs whose manifests the mark reads at once
 # Keys per `backend.delete` call on an object store: s3fs splits them into 1,000-key
 # DeleteObjects requests and sends those concurrently (about 4x the rate of one by one).
 REMOTE_CALL = 10 * DELETE_BATCH
@@ -229,15 +231,20 @@ def _named(repo: Repository, run_ids: Iterable[str], marked: set[Digest]) -> Non
                 "run 'cas verify'"
             ) from None
         return
-    for run_id in run_ids:
-        try:
-            entries = repo.artifacts.entries(run_id)
-        except CasError as error:
-            raise IntegrityError(
-                f"gc stopped before deleting anything: the manifest of run {run_id} "
-                f"cannot be read ({error}); run 'cas verify'"
-            ) from None
-        marked.update(entry.digest for entry in entries.values())
+    with ThreadPoolExecutor(max_workers=MARK_WORKERS) as pool:  # on S3 a LIST and a GET each
+        for digests in pool.map(lambda run_id: _digests_of(repo, run_id), run_ids):
+            marked.update(digests)
+
+
+def _digests_of(repo: Repository, run_id: str) -> list[Digest]:
+    try:
+        entries = repo.artifacts.entries(run_id)
+    except CasError as error:
+        raise IntegrityError(
+            f"gc stopped before deleting anything: the manifest of run {run_id} "
+            f"cannot be read ({error}); run 'cas verify'"
+        ) from None
+    return [entry.digest for entry in entries.values()]
 
 
 def _cache_records(
