@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from cas.cli import app
-from cas.errors import ConflictError, InvalidIdError, InvalidInputError
+from cas.errors import ConflictError, InvalidIdError, InvalidInputError, RepositoryError
 from cas.index import RunIndex
 from cas.model import ArtifactOutcome, ExecutionResult, Message
 from cas.objects import Backend
@@ -323,9 +323,59 @@ def test_a_push_of_many_runs_leaves_the_index_current(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_push_killed_at_random_points_completes_on_the_next_push(tmp_path: Path) -> None:
-    source = source_repo(tmp_path / "a", runs=12)
     dest = tmp_path / "b"
-    command = [sys.executable, "-m", "cas.cli", "--repo", source.url, "push", str(dest)]
+    source = _kill_then_finish(tmp_path, str(dest), (dest / "config.json").exists)
+    reopened = Repository.open(str(dest))
+    assert_same_runs(source, reopened, source.run_ids())
+    assert {row.run_id for row in reopened.list_runs()} == set(source.run_ids())
+    assert cas(str(dest), "verify").exit_code == 0
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_a_push_to_s3_killed_at_random_points_completes_on_the_next_push(
+    tmp_path: Path, s3_bucket: S3Bucket
+) -> None:
+    url = f"{s3_bucket.url}/team"
+    endpoint = s3_bucket.storage_options["client_kwargs"]["endpoint_url"]
+
+    def verify_remote() -> None:
+        checked = cas(url, "--endpoint-url", endpoint, "verify")
+        assert checked.exit_code == 0, checked.output
+
+    def remote_exists() -> bool:
+        try:
+            Repository.open(url, **s3_bucket.storage_options)
+        except RepositoryError:  # not created yet
+            return False
+        return True
+
+    source = _kill_then_finish(tmp_path, url, remote_exists, endpoint=endpoint, check=verify_remote)
+    verify_remote()
+    remote = Repository.open(url, **s3_bucket.storage_options)
+    assert_same_runs(source, remote, source.run_ids())
+    assert {row.run_id for row in remote.list_runs()} == set(source.run_ids())
+    assert RunIndex(remote).check().ok
+
+
+def _kill_then_finish(
+    tmp_path: Path,
+    dest: str,
+    exists: Any,
+    *,
+    endpoint: str | None = None,
+    check: Any = None,
+) -> Repository:
+    """Push 12 runs to `dest`, SIGKILLed at random points four times, each time
+    checking what is visible there (`check`, else `cas verify`), then once more to
+    the end; the source, whose runs the caller compares."""
+    source = source_repo(tmp_path / "a", runs=12)
+    if endpoint is not None:
+        assert (
+            cas(source.url, "remote", "add", "to", dest, "--endpoint-url", endpoint).exit_code == 0
+        )
+    target = "to" if endpoint is not None else dest
+    command = [sys.executable, "-m", "cas.cli", "--repo", source.url, "push", target]
     env = {k: v for k, v in os.environ.items() if k not in {"CAS_REPO", "CAS_DEBUG"}}
     rng = random.Random(5)
     for _ in range(4):
@@ -333,13 +383,14 @@ def test_a_push_killed_at_random_points_completes_on_the_next_push(tmp_path: Pat
         time.sleep(rng.uniform(0.2, 1.2))
         process.send_signal(signal.SIGKILL)
         process.wait()
-        if dest.exists() and (dest / "config.json").exists():
-            assert cas(str(dest), "verify").exit_code == 0
+        if exists():
+            if check is not None:
+                check()
+            else:
+                assert cas(dest, "verify").exit_code == 0
     finished = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert finished.returncode == 0, finished.stderr
-    reopened = Repository.open(str(dest))
-    assert_same_runs(source, reopened, source.run_ids())
-    assert cas(str(dest), "verify").exit_code == 0
+    return source
 
 
 # conflicts and selection ---------------------------------------------------------------
