@@ -146,8 +146,8 @@ def full_push(server: MotoServer, base: Path, runs: int, seed: int) -> list[Row]
     raw_s, raw_requests = [], 0
     copied_at: list[float] = []
 
-    def progress(copied: int, total: int, _stored: int) -> None:
-        if copied == total:  # the last payload is written: the runs come next
+    def progress(phase: str, _done: int, _total: int, _stored: int) -> None:
+        if phase != "payloads" and not copied_at:  # the payloads are written: runs next
             copied_at.append(time.perf_counter())
 
     for attempt in ("raw-1", "push", "raw-2"):

@@ -230,7 +230,7 @@ def _columns() -> tuple[ProgressColumn, ...]:
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     return (
-        TextColumn("copying payloads"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[stored]} {task.fields[rate]}"),
@@ -238,8 +238,20 @@ def _columns() -> tuple[ProgressColumn, ...]:
     )
 
 
-def _copying(bar: Progress, task: TaskID) -> Callable[[int, int, int], None]:
-    def advance(done: int, total: int, stored: int) -> None:
+PHASES = {
+    "payloads": "copying payloads",
+    "entries": "writing entries",
+    "results": "writing results",
+}
+
+
+def _copying(bar: Progress, task: TaskID) -> Callable[[str, int, int, int], None]:
+    shown = [""]
+
+    def advance(phase: str, done: int, total: int, stored: int) -> None:
+        if phase != shown[0]:  # a new phase starts its own count (and rate)
+            shown[0] = phase
+            bar.reset(task, total=total, description=PHASES.get(phase, phase))
         speed = bar.tasks[0].speed
         rate = f"{speed:.0f}/s" if speed else ""
         bar.update(task, completed=done, total=total, stored=render.size(stored), rate=rate)

@@ -51,8 +51,10 @@ RUNBOOK = "runbook.yaml"
 DEFAULT_WORKERS = 8
 FEW_RUNS = 10  # up to this many runs: check each run folder, leave the index to its next sync
 
-Progress = Callable[[int, int, int], None]
-"""Called with (payloads copied, payloads to copy, bytes written) as the copy goes."""
+Progress = Callable[[str, int, int, int], None]
+"""Called with (phase, done, to do, payload bytes written) as the transfer goes; the
+phases, in order: ``"payloads"`` copied, then runs whose ``"entries"`` are written,
+then runs whose ``"results"`` are written."""
 
 
 @dataclass
@@ -108,7 +110,9 @@ def transfer(
     with _count_requests(source, dest) as counter, locked(dest.backend, WRITER):
         plans = _plan(source, dest, run_ids, outcome, workers)
         _copy_payloads(source, dest, plans, outcome, workers=workers, progress=progress)
-        _write_runs(source, dest, plans, workers=workers)
+        _write_runs(
+            source, dest, plans, workers=workers, progress=progress, stored=outcome.bytes_sent
+        )
         outcome.runs_sent += [plan.run_id for plan in plans]
     outcome.requests = counter()
     return outcome
@@ -237,7 +241,7 @@ def _copy_payloads(
     )
     copier.total = len(missing_whole) + len(missing_chunked)
     if progress is not None:
-        progress(0, copier.total, 0)
+        progress("payloads", 0, copier.total, 0)
     calls = [partial(copier.copy_whole, d) for d in sorted(missing_whole)]
     calls += [partial(copier.copy_chunked, d) for d in sorted(missing_chunked)]
     _run_all(calls, workers)
@@ -317,7 +321,7 @@ class _Copier:
             self.objects += objects
             self.stored += stored
             if self.progress is not None:
-                self.progress(self.copied, self.total, self.stored)
+                self.progress("payloads", self.copied, self.total, self.stored)
 
 
 class _Once:
@@ -351,7 +355,15 @@ class _Once:
             raise CasError(f"chunk {digest.hex} was not written: its writer failed")
 
 
-def _write_runs(source: Repository, dest: Repository, plans: list[_Plan], *, workers: int) -> None:
+def _write_runs(
+    source: Repository,
+    dest: Repository,
+    plans: list[_Plan],
+    *,
+    workers: int,
+    progress: Progress | None = None,
+    stored: int = 0,
+) -> None:
     """Every run's entries and runbook, then its result, then the index (I1, I21).
 
     Each phase runs in the pool and ends before the next starts. One batch mark
@@ -360,15 +372,42 @@ def _write_runs(source: Repository, dest: Repository, plans: list[_Plan], *, wor
     requests on S3, where the next listing would read each run back); fewer are
     left to the next listing.
     """
-    _run_all([partial(_write_entries, source, dest, plan) for plan in plans], workers)
+    entries = _Ticker(progress, "entries", len(plans), stored)
+    _run_all([entries.after(partial(_write_entries, source, dest, p)) for p in plans], workers)
     with dest.marked_together(plan.run_id for plan in plans):
         # each save syncs the run's manifest first, as any result save does
+        results = _Ticker(progress, "results", len(plans), stored)
         saves = [partial(dest.executions.save, plan.run_id, plan.result) for plan in plans]
-        _run_all(saves, workers)
+        _run_all([results.after(save) for save in saves], workers)
     if dest.records is None and len(plans) > FEW_RUNS:  # else the next listing folds them
         from cas.index import RunIndex
 
         RunIndex(dest).sync(known=[(plan.result, plan.entries) for plan in plans])
+
+
+class _Ticker:
+    """Reports one phase of the run writes: runs done of all, as each call returns."""
+
+    def __init__(self, progress: Progress | None, phase: str, total: int, stored: int) -> None:
+        self.progress, self.phase, self.total, self.stored = progress, phase, total, stored
+        self.done = 0
+        self.lock = threading.Lock()
+        self._report()
+
+    def after(self, call: Callable[[], object]) -> Callable[[], None]:
+        """`call`, then a tick."""
+
+        def ticked() -> None:
+            call()
+            with self.lock:
+                self.done += 1
+                self._report()
+
+        return ticked
+
+    def _report(self) -> None:
+        if self.progress is not None and self.total:
+            self.progress(self.phase, self.done, self.total, self.stored)
 
 
 def _write_entries(source: Repository, dest: Repository, plan: _Plan) -> None:

@@ -502,3 +502,21 @@ def test_the_cli_default_jobs_is_the_library_default() -> None:
     from cas.sync import DEFAULT_WORKERS
 
     assert DEFAULT_JOBS == DEFAULT_WORKERS
+
+
+def test_progress_reports_payloads_then_entries_then_results(tmp_path: Path) -> None:
+    source = source_repo(tmp_path / "a")
+    seen: list[tuple[str, int, int, int]] = []
+    sent = transfer(
+        source,
+        Repository.init(str(tmp_path / "b"), fsync=False),
+        source.run_ids(),
+        progress=lambda *call: seen.append(call),
+    )
+    phases = list(dict.fromkeys(phase for phase, *_ in seen))
+    assert phases == ["payloads", "entries", "results"]
+    for phase in phases:
+        calls = [call for call in seen if call[0] == phase]
+        assert [done for _, done, _, _ in calls] == list(range(len(calls)))  # 0, 1, ... in order
+        assert calls[-1][1] == calls[-1][2]  # ends done
+    assert seen[-1] == ("results", 3, 3, sent.bytes_sent)
