@@ -126,6 +126,19 @@ def test_retention_policies_keep_exactly_what_they_promise(
     assert verify(repo).ok
 
 
+def test_removed_runs_leave_the_batch_marks_that_name_them(repo: Repository) -> None:
+    from cas.index import RunIndex
+
+    with repo.marked_together(["old", "new"]):  # as a push of two runs leaves them
+        _save_run(repo, "old", {"a": {"x": 1}}, started=NOW - timedelta(days=10))
+        _save_run(repo, "new", {"a": {"x": 2}}, started=NOW)
+    assert RunIndex(repo).marks() == ["new", "old"]
+    assert collect(repo, Policy(keep_last=1), now=NOW).runs_removed == ["old"]
+    assert RunIndex(repo).marks() == ["new"]  # whether or not an index was written yet
+    assert [row.run_id for row in repo.list_runs()] == ["new"]
+    assert RunIndex(repo).marks() == []
+
+
 def test_running_runs_with_a_live_owner_and_runs_without_result_are_never_removed(
     repo: Repository,
 ) -> None:
