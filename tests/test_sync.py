@@ -203,6 +203,19 @@ def test_push_to_s3_and_pull_to_another_folder(tmp_path: Path, s3_bucket: S3Buck
     assert exported.exit_code == 0, exported.output
     assert cas(str(other), "inspect", "run-3").exit_code == 0
 
+    # garbage collection on both sides: the newest run stays whole on each
+    for place, extra in ((url, ["--endpoint-url", endpoint]), (str(other), [])):
+        swept = CliRunner().invoke(
+            app, ["--repo", place, *extra, "gc", "--keep-last", "1", "--grace", "0s", "--json"]
+        )
+        assert swept.exit_code == 0, swept.output
+        assert sorted(json.loads(swept.output)["runs_removed"]) == ["run-0", "run-1", "run-2"]
+        checked = CliRunner().invoke(app, ["--repo", place, *extra, "verify"])
+        assert checked.exit_code == 0, checked.output
+    for repo in (Repository.open(url, **s3_bucket.storage_options), Repository.open(str(other))):
+        assert repo.run_ids() == ["run-3"]
+        assert_same_runs(source, repo, ["run-3"])
+
 
 @pytest.mark.s3
 def test_push_to_an_s3_tenant_stays_under_its_prefix(tmp_path: Path, s3_bucket: S3Bucket) -> None:
