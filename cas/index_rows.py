@@ -9,14 +9,11 @@ either mentions.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -492,9 +489,9 @@ POINTERS = PointerCache()
 class IndexLock:
     """One index writer at a time: ``index/lock``, created exclusively, holding an owner record.
 
-    A lock whose owner process is dead (see `cas.owner`) is broken. Local folders
-    get a true O_EXCL create; other backends (memory, S3) get a check-then-write,
-    which is exclusive within one process only (S3 conditional writes are future work).
+    A lock whose owner process is dead (see `cas.owner`) is broken. The lock is made
+    with `Backend.create`: O_EXCL on a local folder, a conditional PUT
+    (``If-None-Match: *``) on S3, so two processes never fold at once there either.
     """
 
     timeout = 30.0
@@ -520,21 +517,8 @@ class IndexLock:
 
     def _try_create(self) -> bool:
         record = orjson.dumps({**current_owner(), "thread": _thread_id()})
-        if isinstance(self.backend, LocalBackend):
-            path = f"{self.backend.url}/{LOCK}"
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                return False
-            with contextlib.closing(os.fdopen(fd, "wb")) as file:
-                file.write(record)
-            return True
-        with _PROCESS_LOCK:
-            if self.backend.exists(LOCK):
-                return False
-            self.backend.write(LOCK, record)
-            return True
+        with _PROCESS_LOCK:  # threads of this process, whatever the backend offers
+            return self.backend.create(LOCK, record)
 
 
 def _thread_id() -> int:

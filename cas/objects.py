@@ -28,6 +28,7 @@ from cas.digest import Digest
 from cas.errors import IntegrityError, InvalidInputError, NotFoundError
 
 TEMP_SUFFIX = ".tmp"
+_CREATE_LOCK = threading.Lock()
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
 
 
@@ -53,6 +54,10 @@ class Backend(Protocol):
 
     def write(self, key: str, data: bytes) -> None:
         """Store `data` under `key` atomically, replacing what was there."""
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write `data` under `key` only if nothing is there; whether it did (exclusive
+        across processes on a local disk and on S3, within the process elsewhere)."""
 
     def read(self, key: str) -> bytes:
         """The bytes under `key`; `NotFoundError` if absent."""
@@ -117,6 +122,19 @@ class LocalBackend:
         os.replace(temp, path)
         if self.fsync:
             _fsync_dir(folder)
+
+    def create(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        self._make_folders(os.path.dirname(path))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        return True
 
     def renew(self, key: str) -> bool:
         """Set `key`'s mtime to now; False if it is absent (atomic against `delete_if_older`)."""
@@ -318,6 +336,15 @@ class FsspecBackend:
 
     def write(self, key: str, data: bytes) -> None:
         self.fs.pipe_file(self._path(key), data)
+
+    def create(self, key: str, data: bytes) -> bool:
+        if self.s3:
+            return s3.create(self.fs, self._path(key), data)
+        with _CREATE_LOCK:  # memory and the like live in this process: exclusive here
+            if self.exists(key):
+                return False
+            self.write(key, data)
+            return True
 
     def read(self, key: str) -> bytes:
         try:

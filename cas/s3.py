@@ -42,6 +42,23 @@ def head(fs: Any, path: str) -> dict[str, Any] | None:
     }
 
 
+def create(fs: Any, path: str, data: bytes) -> bool:
+    """PUT `data` at `path` only if no object is there (``If-None-Match: *``); whether it
+    did. One request. S3 answers 412 when the key exists and 409 to the loser of two
+    concurrent conditional PUTs; both mean "someone else's". A store that ignores the
+    header (an S3 clone without conditional writes) overwrites, as a plain PUT would."""
+    bucket, key, _ = fs.split_path(path)
+    try:
+        fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+    except FileExistsError:  # s3fs's translation of 412 PreconditionFailed
+        return False
+    except OSError as error:
+        if "ConditionalRequestConflict" in str(error) or "409" in str(error):
+            return False
+        raise
+    return True
+
+
 def listing(
     fs: Any, path: str, *, delimiter: str = "", page: int = PAGE
 ) -> Iterator[dict[str, Any]]:

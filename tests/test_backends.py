@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +109,44 @@ class TestS3Backend(BackendTests):
     def backend(self, s3_bucket: S3Bucket) -> Backend:
         url, storage_options = s3_bucket
         return s3_backend(url, storage_options)
+
+
+# exclusive create across processes (the index lock rests on it) -----------------------
+
+CREATE_SCRIPT = """
+import sys, time
+from cas.objects import open_backend
+url, endpoint, name, start = sys.argv[1:5]
+options = {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
+backend = open_backend(url, **options)
+time.sleep(max(0.0, float(start) - time.time()))  # all at once, imports done
+print(backend.create("index/lock", name.encode()))
+"""
+
+
+def _race_creates(url: str, endpoint: str = "", processes: int = 6) -> list[bool]:
+    start = str(time.time() + 3)
+    command = [sys.executable, "-c", CREATE_SCRIPT, url, endpoint]
+    running = [
+        subprocess.Popen([*command, f"p{n}", start], stdout=subprocess.PIPE, text=True)
+        for n in range(processes)
+    ]
+    outputs = [process.communicate(timeout=60)[0].strip() for process in running]
+    assert all(process.returncode == 0 for process in running)
+    return [output == "True" for output in outputs]
+
+
+def test_processes_creating_one_local_key_at_once_have_one_winner(tmp_path: Path) -> None:
+    won = _race_creates(str(tmp_path / "repo"))
+    assert won.count(True) == 1
+    assert (tmp_path / "repo" / "index" / "lock").read_text() == f"p{won.index(True)}"
+
+
+@pytest.mark.s3
+def test_processes_creating_one_s3_key_at_once_have_one_winner(s3_bucket: S3Bucket) -> None:
+    endpoint = s3_bucket.storage_options["client_kwargs"]["endpoint_url"]
+    url = f"{s3_bucket.url}/repo"
+    won = _race_creates(url, endpoint)
+    assert won.count(True) == 1  # a conditional PUT (If-None-Match: *), not HEAD then PUT
+    backend = s3_backend(url, s3_bucket.storage_options)
+    assert backend.read("index/lock") == f"p{won.index(True)}".encode()

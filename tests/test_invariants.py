@@ -83,6 +83,10 @@ class RecordingBackend:
         self._log("write", key)
         self.inner.write(key, data)
 
+    def create(self, key: str, data: bytes) -> bool:
+        self._log("write", key)  # an exclusive write (the index lock), ordered as writes are
+        return self.inner.create(key, data)
+
     def append(self, key: str, data: bytes) -> None:
         self._log("append", key)
         self.inner.append(key, data)
@@ -895,6 +899,10 @@ class _TaggingBackend(RecordingBackend):
             record = orjson.loads(data)
             return f"{key.split('/')[1]}:{record.get('artifact_id', record['output'])}"
         return f"entry:{orjson.loads(data)['artifact']}"
+
+    def create(self, key: str, data: bytes) -> bool:
+        self._log(self._tag(key, data), key)
+        return self.inner.create(key, data)
 
     def write(self, key: str, data: bytes) -> None:
         self._log(self._tag(key, data), key)

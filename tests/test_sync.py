@@ -271,6 +271,10 @@ class FailingBackend:
         if self.writes > self.limit:
             raise Interrupted(f"write {self.writes}")
 
+    def create(self, key: str, data: bytes) -> bool:
+        self._count()
+        return bool(self.inner.create(key, data))
+
     def write(self, key: str, data: bytes) -> None:
         self._count()
         if key.endswith(RESULT):

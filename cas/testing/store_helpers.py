@@ -83,6 +83,10 @@ class RecordingBackend:
         self.calls.append(("write", key))
         self.inner.write(key, data)
 
+    def create(self, key: str, data: bytes) -> bool:
+        self.calls.append(("write", key))  # an exclusive write, counted with the writes
+        return self.inner.create(key, data)
+
     def read(self, key: str) -> bytes:
         self.calls.append(("read", key))
         return self.inner.read(key)

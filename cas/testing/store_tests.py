@@ -19,6 +19,7 @@ and are re-exported here too.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 import pytest
@@ -92,6 +93,20 @@ class BackendTests(ContractTests):
         backend.write("k", b"a long first value")
         backend.write("k", b"short")
         assert backend.read("k") == b"short"
+
+    def test_create_writes_only_where_nothing_is(self, backend: Backend) -> None:
+        assert backend.create("locks/one", b"first")
+        assert not backend.create("locks/one", b"second")
+        assert backend.read("locks/one") == b"first"
+        backend.delete(["locks/one"])
+        assert backend.create("locks/one", b"third")
+        assert backend.read("locks/one") == b"third"
+
+    def test_one_of_many_concurrent_creates_wins(self, backend: Backend) -> None:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            won = list(pool.map(lambda n: backend.create("lock", str(n).encode()), range(16)))
+        assert won.count(True) == 1
+        assert backend.read("lock") == str(won.index(True)).encode()
 
     def test_read_missing_is_not_found(self, backend: Backend) -> None:
         with pytest.raises(NotFoundError, match="nope") as caught:
