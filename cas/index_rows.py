@@ -21,7 +21,7 @@ import orjson
 from cas.errors import ConflictError, InvalidInputError, NotFoundError
 from cas.ids import MAX_ID_LENGTH, check_run_id, is_valid_id
 from cas.model import ArtifactEntry, ExecutionResult
-from cas.objects import Backend, LocalBackend, is_temp_name
+from cas.objects import Backend, LocalBackend, is_temp_name, modified_at
 from cas.owner import current_owner, is_alive, read_owner
 
 INDEX = "index"
@@ -489,13 +489,15 @@ POINTERS = PointerCache()
 class IndexLock:
     """One index writer at a time: ``index/lock``, created exclusively, holding an owner record.
 
-    A lock whose owner process is dead (see `cas.owner`) is broken. The lock is made
+    A lock whose owner process is dead (see `cas.owner`), or older than `stale_after`
+    (a holder on another host that died), is broken. The lock is made
     with `Backend.create`: O_EXCL on a local folder, a conditional PUT
     (``If-None-Match: *``) on S3, so two processes never fold at once there either.
     """
 
     timeout = 30.0
     poll = 0.02
+    stale_after = 1800.0  # as `cas.locks.STALE_AFTER`
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -504,7 +506,7 @@ class IndexLock:
         deadline = time.monotonic() + self.timeout
         while not self._try_create():
             owner = read_owner(self.backend, LOCK)
-            if owner is not None and not is_alive(owner):
+            if (owner is not None and not is_alive(owner)) or self._abandoned():
                 self.backend.delete([LOCK])
                 continue
             if time.monotonic() > deadline:
@@ -514,6 +516,12 @@ class IndexLock:
 
     def __exit__(self, *_exc: object) -> None:
         self.backend.delete([LOCK])
+
+    def _abandoned(self) -> bool:
+        """A lock older than `stale_after`: its holder (maybe on another host, whose
+        processes this one cannot see) died mid-fold; folds take seconds."""
+        written = modified_at(self.backend, LOCK)
+        return written is not None and time.time() - written > self.stale_after
 
     def _try_create(self) -> bool:
         record = orjson.dumps({**current_owner(), "thread": _thread_id()})

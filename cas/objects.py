@@ -471,6 +471,20 @@ def list_times(backend: Backend, prefix: str) -> Iterator[tuple[str, float, int]
         yield key, now, backend.size(key)
 
 
+def modified_at(backend: Backend, key: str) -> float | None:
+    """When `key` was last written (seconds since the epoch, by the storage's clock);
+    None if it is absent or the storage does not say. On S3 one HEAD."""
+    if isinstance(backend, LocalBackend):
+        try:
+            return os.stat(backend._path(key)).st_mtime
+        except FileNotFoundError:
+            return None
+    if isinstance(backend, FsspecBackend):
+        info = backend._info(key)
+        return None if info is None else _info_mtime(info)
+    return None
+
+
 def _info_mtime(info: dict[str, Any]) -> float | None:
     """Seconds since the epoch from an fsspec info dict (S3, memory, local, …)."""
     for name in ("LastModified", "mtime", "last_modified", "created"):

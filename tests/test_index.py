@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,8 +21,18 @@ from typer.testing import CliRunner, Result
 
 from cas import index, index_rows
 from cas.cli import app
+from cas.errors import ConflictError
 from cas.index import ARTIFACTS_TABLE, RUNS_TABLE, RunIndex
-from cas.index_rows import LOCK, POINTER, Pointer, RunQuery, RunRow, newest_first_key, pending_key
+from cas.index_rows import (
+    LOCK,
+    POINTER,
+    IndexLock,
+    Pointer,
+    RunQuery,
+    RunRow,
+    newest_first_key,
+    pending_key,
+)
 from cas.model import ArtifactOutcome, ExecutionResult, Message, RunStatus, SchemaRef
 from cas.objects import LocalBackend
 from cas.owner import OWNER, current_owner
@@ -251,6 +262,21 @@ def test_a_stale_lock_of_a_dead_process_is_broken(repo: Repository) -> None:
     dead = {**current_owner(), "pid": 2**22 + 12345, "start": "0"}
     repo.backend.write(LOCK, json.dumps(dead).encode())
     save(repo, 1)
+    assert ids(repo.list_runs()) == ["run-0001"]
+    assert not repo.backend.exists(LOCK)
+
+
+def test_a_lock_of_another_host_is_broken_once_old(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = {**current_owner(), "host": "another-host"}  # its processes are unseen
+    repo.backend.write(LOCK, json.dumps(elsewhere).encode())
+    save(repo, 1)
+    monkeypatch.setattr(IndexLock, "timeout", 0.3)
+    with pytest.raises(ConflictError, match="locked by"):
+        repo.list_runs()  # fresh: it may be folding right now
+    monkeypatch.setattr(IndexLock, "stale_after", 0.5)
+    time.sleep(1.1)  # S3's LastModified has whole seconds
     assert ids(repo.list_runs()) == ["run-0001"]
     assert not repo.backend.exists(LOCK)
 
