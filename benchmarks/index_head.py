@@ -28,45 +28,28 @@ import shutil
 import statistics
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
 
+from benchmarks.api import TENANT
+from benchmarks.api import generate as runs_of_api_benchmark
 from cas import index_rows
 from cas.api import Api
 from cas.deployment import Deployment
-from cas.index import RunIndex
 from cas.index_rows import HEAD_SIZE, Pointer, RunQuery, read_marks
-from cas.model import ArtifactOutcome, ExecutionResult, Message, RunStatus
 from cas.objects import LocalBackend
 from cas.repository import Repository
 from cas.tokens import BackendTokenStore
 
 OUT = Path(__file__).resolve().parent / "out" / "index_head"
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-TENANT = "bench"
 
 
 def generate(root: Path, runs: int) -> None:
-    """`runs` runs (two artifacts each) of tenant ``bench`` saved through the stores,
-    then indexed; a token for the tenant in ``token.txt``."""
-    repo = Repository.init(str(root / "tenants" / TENANT), fsync=False)
-    shared = Message("config", {"rules": ["email", "phone", "iban"]})
-    for number in range(runs):
-        run_id = f"run-{number:06d}"
-        repo.artifacts.save(run_id, "config", shared)
-        repo.artifacts.save(run_id, "findings", Message("findings", {"count": number % 17}))
-        status: RunStatus = "failed" if number % 20 == 0 else "completed"
-        started = T0 + timedelta(minutes=number)
-        outcomes = {
-            "config": ArtifactOutcome("completed"),
-            "findings": ArtifactOutcome("completed"),
-        }
-        result = ExecutionResult(run_id, status, started, "nightly", started, 1.0, outcomes)
-        repo.executions.save(run_id, result)
-    RunIndex(repo).sync()
+    """`runs` runs of tenant ``bench`` as `benchmarks.api` makes them (two artifacts
+    each, saved through the stores, then indexed); a token for it in ``token.txt``."""
+    runs_of_api_benchmark(root, runs)
     token, _ = BackendTokenStore(LocalBackend(str(root))).create(TENANT, "benchmark")
     (root / "token.txt").write_text(token)
 
