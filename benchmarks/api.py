@@ -43,15 +43,7 @@ from cas.objects import LocalBackend
 from cas.pgstore import PostgresTokenStore
 from cas.repository import Repository
 from cas.testing.pg import drop_database, fresh_database
-from cas.testing.services import (
-    _initdb,
-    _make_base_dir,
-    _retry_on_port_clash,
-    _start_postgres,
-    _stop_postgres,
-    find_pg_bindir,
-    free_port,
-)
+from cas.testing.services import free_port, throwaway_postgres
 from cas.tokens import BackendTokenStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,13 +164,7 @@ def local_deployment(args: argparse.Namespace) -> tuple[Repository, str, list[st
 def postgres_deployment(args: argparse.Namespace) -> Iterator[tuple[Repository, str, list[str]]]:
     """Objects in a local folder, records and tokens in a throwaway PostgreSQL cluster
     (started as the tests' fixture starts it), the server logged in as the app role."""
-    bindir = find_pg_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL binaries not found (apt-get install postgresql-15)")
-    base = _make_base_dir()
-    _initdb(bindir, base)
-    server = _retry_on_port_clash(lambda port: _start_postgres(bindir, base, port))
-    try:
+    with throwaway_postgres() as server:
         database = fresh_database(server)
         root = OUT / "deploy-pg"
         shutil.rmtree(root, ignore_errors=True)
@@ -188,9 +174,6 @@ def postgres_deployment(args: argparse.Namespace) -> Iterator[tuple[Repository, 
         token, _ = PostgresTokenStore(database.dsn).create(TENANT, "benchmark")
         yield repo, token, ["--repo", str(root), "--execution-store", database.dsn]
         drop_database(server, database)
-    finally:
-        _stop_postgres(server)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def timed_generate(make: Callable[[], object], runs: int) -> None:

@@ -31,14 +31,7 @@ from cas import gc
 from cas.pgstore import copy_rows, run_sql
 from cas.repository import Repository
 from cas.testing.pg import drop_database, fresh_database
-from cas.testing.services import (
-    _initdb,
-    _make_base_dir,
-    _retry_on_port_clash,
-    _start_postgres,
-    _stop_postgres,
-    find_pg_bindir,
-)
+from cas.testing.services import throwaway_postgres
 
 
 def per_run_mark(repo: Repository, ids: list[str]) -> set[Any]:
@@ -65,14 +58,9 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    bindir = find_pg_bindir()
-    assert bindir is not None
-    base = _make_base_dir()
-    _initdb(bindir, base)
-    server = _retry_on_port_clash(lambda port: _start_postgres(bindir, base, port))
     folder = Path(tempfile.mkdtemp())
     report: dict[str, Any] = {"runs": args.runs, "artifact_rows_per_run": args.artifacts}
-    try:
+    with throwaway_postgres() as server:
         database = fresh_database(server)
         pool = digest_pool(args.pool, 1)
         copy_rows(database.admin_dsn, "runs", RUN_COLUMNS, run_rows(args.runs, 1, 1))
@@ -106,10 +94,7 @@ def main() -> None:
             report["plan"] = [row[0] for row in cursor.fetchall()]
         report["speedup_mark"] = round(report["per_run_mark_s"] / report["one_query_mark_s"], 1)
         drop_database(server, database)
-    finally:
-        _stop_postgres(server)
-        shutil.rmtree(base, ignore_errors=True)
-        shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(report, indent=2))
 
 

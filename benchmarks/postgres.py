@@ -26,7 +26,6 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -35,14 +34,7 @@ from cas.index_rows import RunQuery
 from cas.pg_sql import run_query
 from cas.pgstore import PostgresStore, copy_rows, run_sql
 from cas.testing.pg import drop_database, fresh_database
-from cas.testing.services import (
-    _initdb,
-    _make_base_dir,
-    _retry_on_port_clash,
-    _start_postgres,
-    _stop_postgres,
-    find_pg_bindir,
-)
+from cas.testing.services import throwaway_postgres
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 STEP = timedelta(seconds=30)  # 1M runs span about a year
@@ -217,14 +209,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    bindir = find_pg_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL binaries not found (apt-get install postgresql-15)")
-    base: Path = _make_base_dir()
-    _initdb(bindir, base)
-    server = _retry_on_port_clash(lambda port: _start_postgres(bindir, base, port))
     report: dict[str, Any] = {"runs": args.runs, "tenants": args.tenants}
-    try:
+    with throwaway_postgres() as server:
         database = fresh_database(server)
         pool = digest_pool(args.pool, args.seed)
         start = time.perf_counter()
@@ -243,11 +229,6 @@ def main() -> None:
         report["database_size"] = size[0][0]
         report.update(measure(database.dsn, args, pool))
         drop_database(server, database)
-    finally:
-        _stop_postgres(server)
-        import shutil
-
-        shutil.rmtree(base, ignore_errors=True)
     print(json.dumps(report, indent=2))
 
 

@@ -537,8 +537,18 @@ def postgres_server() -> Iterator[PostgresServer]:
     reason = _missing_postgres_reason()
     if reason is not None:
         skip_or_fail(reason)
+    with throwaway_postgres() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[PostgresServer]:
+    """A cluster made by initdb in a temporary folder and started by pg_ctl on a free
+    loopback port (as the ``postgres`` user when run as root), stopped and removed on
+    exit; what `postgres_server` and the benchmarks use. `SystemExit` without binaries."""
     bindir = find_pg_bindir()
-    assert bindir is not None
+    if bindir is None:
+        raise SystemExit("PostgreSQL binaries not found (apt-get install postgresql-15)")
     base = _make_base_dir()
     try:
         _initdb(bindir, base)
