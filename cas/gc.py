@@ -196,10 +196,12 @@ def forget_runs(repo: Repository, run_ids: Sequence[str]) -> None:
             _remove_empty_folders(backend, f"{RUNS}/{run_id}")
     if run_ids:
         from cas.index import RunIndex
-        from cas.index_rows import POINTER, read_marks, settle_batches
+        from cas.index_rows import POINTER, IndexLock, read_marks, settle_batches
 
-        # batch marks (a push's) naming them, also where no index was ever written
-        settle_batches(backend, read_marks(backend)[1], set(run_ids))
+        # batch marks (a push's) naming them, also where no index was ever written;
+        # under the index lock, as a fold rewrites them too
+        with IndexLock(backend):
+            settle_batches(backend, read_marks(backend)[1], set(run_ids))
         if backend.exists(POINTER):
             RunIndex(repo).compact(drop=run_ids)
 
