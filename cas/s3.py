@@ -50,13 +50,25 @@ def create(fs: Any, path: str, data: bytes) -> bool:
     bucket, key, _ = fs.split_path(path)
     try:
         fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
-    except FileExistsError:  # s3fs's translation of 412 PreconditionFailed
+    except FileExistsError:  # s3fs's 412 when the answer names the If-None-Match condition
         return False
     except OSError as error:
-        if "ConditionalRequestConflict" in str(error) or "409" in str(error):
+        if lost_race(error):
             return False
         raise
     return True
+
+
+LOST = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+
+
+def lost_race(error: BaseException) -> bool:
+    """Whether s3fs's `error` is S3 refusing a conditional PUT (412 without the
+    condition named, which s3fs makes a plain `OSError`, or 409): its error code,
+    from the botocore error s3fs keeps as the cause."""
+    response = getattr(error.__cause__, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return code in LOST
 
 
 def listing(

@@ -150,3 +150,19 @@ def test_processes_creating_one_s3_key_at_once_have_one_winner(s3_bucket: S3Buck
     assert won.count(True) == 1  # a conditional PUT (If-None-Match: *), not HEAD then PUT
     backend = s3_backend(url, s3_bucket.storage_options)
     assert backend.read("index/lock") == f"p{won.index(True)}".encode()
+
+
+@pytest.mark.parametrize(
+    ("code", "lost"),
+    [("PreconditionFailed", True), ("ConditionalRequestConflict", True), ("AccessDenied", False)],
+)
+def test_a_refused_conditional_put_is_told_from_other_errors(code: str, lost: bool) -> None:
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    from cas.s3 import lost_race
+
+    answer = {"Error": {"Code": code, "Message": "refused"}}  # 412 without its Condition
+    error = translate_boto_error(ClientError(answer, "PutObject"))
+    assert isinstance(error, OSError) and not isinstance(error, FileExistsError)
+    assert lost_race(error) is lost
