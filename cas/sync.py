@@ -168,9 +168,7 @@ def _read(source: Repository, dest: Repository, run_id: str, present: set[str]) 
         return _Sides(run_id, result)
     sides = _Sides(run_id, result, source.artifacts.entries(run_id), present=run_id in present)
     if sides.present:
-        with contextlib.suppress(NotFoundError):
-            sides.dest_result = dest.executions.get(run_id)
-        sides.dest_entries = dest.artifacts.entries(run_id)
+        sides.dest_result, sides.dest_entries = dest.find_run(run_id)
     return sides
 
 
