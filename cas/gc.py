@@ -196,14 +196,8 @@ def forget_runs(repo: Repository, run_ids: Sequence[str]) -> None:
             _remove_empty_folders(backend, f"{RUNS}/{run_id}")
     if run_ids:
         from cas.index import RunIndex
-        from cas.index_rows import POINTER, IndexLock, read_marks, settle_batches
 
-        # batch marks (a push's) naming them, also where no index was ever written;
-        # under the index lock, as a fold rewrites them too
-        with IndexLock(backend):
-            settle_batches(backend, read_marks(backend)[1], set(run_ids))
-        if backend.exists(POINTER):
-            RunIndex(repo).compact(drop=run_ids)
+        RunIndex(repo).forget(run_ids)
 
 
 def _remove_empty_folders(backend: LocalBackend, prefix: str) -> None:
@@ -230,10 +224,7 @@ def _named(repo: Repository, run_ids: Iterable[str], marked: set[Digest]) -> Non
             which = (
                 f"manifest of run {ids[0]}" if len(ids) == 1 else f"manifests of {len(ids)} runs"
             )
-            raise IntegrityError(
-                f"gc stopped before deleting anything: the {which} cannot be read ({error}); "
-                "run 'cas verify'"
-            ) from None
+            raise _unreadable(which, error) from None
         return
     with ThreadPoolExecutor(max_workers=MARK_WORKERS) as pool:  # on S3 a LIST and a GET each
         for digests in pool.map(lambda run_id: _digests_of(repo, run_id), run_ids):
@@ -244,11 +235,16 @@ def _digests_of(repo: Repository, run_id: str) -> list[Digest]:
     try:
         entries = repo.artifacts.entries(run_id)
     except CasError as error:
-        raise IntegrityError(
-            f"gc stopped before deleting anything: the manifest of run {run_id} "
-            f"cannot be read ({error}); run 'cas verify'"
-        ) from None
+        raise _unreadable(f"manifest of run {run_id}", error) from None
     return [entry.digest for entry in entries.values()]
+
+
+def _unreadable(which: str, error: CasError) -> IntegrityError:
+    """gc's stop before any delete: `which` ("manifest of run X") cannot be read."""
+    return IntegrityError(
+        f"gc stopped before deleting anything: the {which} cannot be read ({error}); "
+        "run 'cas verify'"
+    )
 
 
 def _cache_records(

@@ -245,6 +245,16 @@ class RunIndex:
         self.backend.write(_key(name, ARTIFACTS_TABLE), data)
         return {"name": name, "runs": runs.num_rows, "artifacts": artifacts.num_rows}
 
+    def forget(self, run_ids: Iterable[str]) -> None:
+        """Runs removed from the repository (gc) leave the index: their rows, and their
+        names in batch marks, also where no index file was ever written."""
+        drop = set(run_ids)
+        if self.backend.exists(POINTER):
+            self.compact(drop=drop)  # settles the batch marks too
+            return
+        with IndexLock(self.backend):
+            settle_batches(self.backend, read_marks(self.backend)[1], drop)
+
     def compact(self, *, full: bool = True, drop: Iterable[str] = ()) -> int:
         """Merge live files (all, or the small newest ones) into one; files merged."""
         self.sync()
