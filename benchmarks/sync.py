@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -121,12 +121,19 @@ def stored_objects(repo: Repository) -> dict[str, bytes]:
     }
 
 
-def raw_pipe(fs: Any, root: str, objects: dict[str, bytes], workers: int) -> float:
-    """Seconds to PUT every object with `workers` threads calling ``pipe_file``."""
+def threaded(call: Callable[[Any], object], items: Iterable[Any], workers: int) -> float:
+    """Seconds to `call` every item from `workers` threads (the raw baselines)."""
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(lambda item: fs.pipe_file(f"{root}/{item[0]}", item[1]), objects.items()))
+        list(pool.map(call, items))
     return time.perf_counter() - start
+
+
+def raw_pipe(fs: Any, root: str, objects: dict[str, bytes], workers: int) -> float:
+    """Seconds to PUT every object with `workers` threads calling ``pipe_file``."""
+    return threaded(
+        lambda item: fs.pipe_file(f"{root}/{item[0]}", item[1]), objects.items(), workers
+    )
 
 
 # (a) ---------------------------------------------------------------------------------
@@ -199,10 +206,7 @@ def full_push(server: MotoServer, base: Path, runs: int, seed: int) -> list[Row]
 
 def raw_cat(fs: Any, root: str, keys: list[str], workers: int) -> float:
     """Seconds to GET every key with `workers` threads calling ``cat_file``."""
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(lambda key: fs.cat_file(f"{root}/{key}"), keys))
-    return time.perf_counter() - start
+    return threaded(lambda key: fs.cat_file(f"{root}/{key}"), keys, workers)
 
 
 def full_pull(fs: Any, base: Path, runs: int, objects: dict[str, bytes]) -> list[Row]:
