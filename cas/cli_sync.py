@@ -191,7 +191,7 @@ def _transfer(
     *,
     verb: str,
     as_json: bool,
-    jobs: int = DEFAULT_JOBS,
+    jobs: int,
 ) -> None:
     from cas.sync import transfer
 
