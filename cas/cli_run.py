@@ -90,13 +90,15 @@ def _prepare_resume(
 
 
 def stored_runbook(repo: Repository, run_id: str) -> Runbook:
-    """The runbook a run stored when it started (``runs/{id}/runbook.yaml``)."""
-    from cas.executor import RUNBOOK
+    """The runbook a run stored when it started (its folder's, else its pack's)."""
+    from cas.errors import NotFoundError
     from cas.runbook import parse_runbook
-    from cas.stores import run_key
 
-    key = run_key(run_id, RUNBOOK)
-    return parse_runbook(repo.backend.read(key).decode(), source_name=f"{repo.url}/{key}")
+    data = repo.runbook(run_id)
+    if data is None:
+        raise NotFoundError(f"run {run_id!r} stored no runbook: give the runbook file")
+    source = f"{repo.url}/runs/{run_id}/runbook.yaml"
+    return parse_runbook(data.decode(), source_name=source)
 
 
 # summary ----------------------------------------------------------------------------

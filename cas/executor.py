@@ -37,10 +37,9 @@ from cas.model import ArtifactOutcome, ExecutionInfo, ExecutionResult, Message, 
 from cas.owner import OWNER, current_owner, is_alive, read_owner
 from cas.planner import Plan
 from cas.plugins import Connector, ItemProcessor
-from cas.repository import Repository
+from cas.repository import RUNBOOK, Repository
 from cas.stores import run_key
 
-RUNBOOK = "runbook.yaml"
 Event = Callable[[str, str, str], None]  # (event, artifact id, detail)
 _TICK = 0.2
 

@@ -161,12 +161,11 @@ class _Explainer:
 
     def input_names(self, count: int) -> list[str]:
         """The step's input ids from the run's stored runbook, else ``input 1``, ``input 2``…"""
-        from cas.executor import RUNBOOK
         from cas.runbook import parse_runbook
-        from cas.stores import run_key
 
         try:
-            text = self.repo.backend.read(run_key(self.run_id, RUNBOOK)).decode()
+            data = self.repo.runbook(self.run_id)
+            text = data.decode() if data is not None else ""
             inputs = list(parse_runbook(text).artifacts[self.artifact_id].inputs)
         except (CasError, KeyError, UnicodeDecodeError):
             inputs = []

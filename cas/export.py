@@ -88,16 +88,13 @@ def stored_outputs(repo: Repository, run_id: str) -> frozenset[str] | None:
     The runbook is parsed without the caller's environment, so the answer (and
     the export) never depends on who exports.
     """
-    from cas.executor import RUNBOOK
     from cas.runbook import parse_runbook
-    from cas.stores import run_key
 
-    key = run_key(run_id, RUNBOOK)
-    try:
-        text = repo.backend.read(key).decode()
-    except NotFoundError:
+    data = repo.runbook(run_id)
+    if data is None:
         return None
-    runbook = parse_runbook(text, source_name=f"{repo.url}/{key}", env=_Blank())
+    source = f"{repo.url}/runs/{run_id}/runbook.yaml"
+    runbook = parse_runbook(data.decode(), source_name=source, env=_Blank())
     return frozenset(a for a, spec in runbook.artifacts.items() if spec.output)
 
 

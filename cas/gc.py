@@ -44,6 +44,7 @@ from cas.ids import is_valid_id
 from cas.index_rows import pending_key
 from cas.locks import EXCLUSIVE, Lock, locked
 from cas.objects import Backend, LocalBackend, is_temp_name, list_times
+from cas.packs import PACKS
 from cas.payloads import CHUNKS, LISTS
 from cas.repository import Repository, RunInfo
 from cas.stores import RESULT, RUNS, run_key
@@ -183,8 +184,11 @@ def _start_key(info: RunInfo) -> tuple[datetime, str]:
 
 
 def forget_runs(repo: Repository, run_ids: Sequence[str]) -> None:
-    """Remove runs: result first, then the rest of each folder, then their index rows."""
+    """Remove runs: from their packs (each rewritten without them), then each folder's
+    result, then the rest of the folder, then their index rows."""
     backend = repo.backend
+    if repo.records is None:
+        repo.packs.remove(run_ids)  # a packed run is not listed once its old index is gone
     for run_id in run_ids:
         if repo.records is not None:  # PostgreSQL: result and entries in one transaction
             repo.records.delete_run(run_id)
@@ -350,6 +354,7 @@ def _collect(
     mark_start = time.time() - 1.0
     cutoff = mark_start - policy.grace.total_seconds()
     position = repo.records.position() if repo.records is not None else 0
+    repo.has_packs(fresh=True)  # packs another process wrote are marked too
     remaining = [run_id for run_id in repo.run_ids() if run_id not in set(removed)]
     result.runs_kept = len(remaining)
     marked: set[Digest] = set()
@@ -366,6 +371,7 @@ def _collect(
         changed = repo.records.saved_after(position) | set(repo.run_ids()) - set(remaining)
     else:
         changed = _runs_changed_since(backend, mark_start, set(remaining))
+        changed |= repo.packs.runs() - set(remaining)  # packs written since the mark began
     _named(repo, changed - set(removed), marked)
 
     dead_objects = _candidates(objects, marked, cutoff, result)
@@ -395,7 +401,19 @@ def _collect(
     result.chunks_removed = sweeper.delete(dead_chunks)
     temporaries = objects.temporaries + lists.temporaries + chunks.temporaries
     result.temporaries_removed = _delete_temporaries(backend, temporaries, result)
+    _delete_orphan_packs(repo, cutoff, result)
     return result
+
+
+def _delete_orphan_packs(repo: Repository, cutoff: float, result: GcResult) -> None:
+    """Packs older than the cutoff whose index a crash never wrote (`cas.packs`)."""
+    orphans = set(repo.packs.orphans())
+    if not orphans:
+        return
+    listed = list_times(repo.backend, PACKS)
+    old = [(k, size) for k, mtime, size in listed if k in orphans and mtime < cutoff]
+    repo.backend.delete(k for k, _ in old)
+    result.bytes_freed += sum(size for _, size in old)
 
 
 def _delete_temporaries(backend: Backend, found: list[tuple[str, int]], result: GcResult) -> int:

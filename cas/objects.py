@@ -62,6 +62,9 @@ class Backend(Protocol):
     def read(self, key: str) -> bytes:
         """The bytes under `key`; `NotFoundError` if absent."""
 
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (exclusive) of `key` (one ranged GET on S3)."""
+
     def exists(self, key: str) -> bool:
         """Whether `key` holds bytes."""
 
@@ -191,6 +194,14 @@ class LocalBackend:
         try:
             with open(self._path(key), "rb") as file:
                 return file.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFoundError(f"no such key {key!r} in {self.url}") from None
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as file:
+                file.seek(start)
+                return file.read(end - start)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFoundError(f"no such key {key!r} in {self.url}") from None
 
@@ -349,6 +360,13 @@ class FsspecBackend:
     def read(self, key: str) -> bytes:
         try:
             data: bytes = self.fs.cat_file(self._path(key), **self._read_options)
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFoundError(f"no such key {key!r} in {self.url}") from None
+        return data
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        try:
+            data: bytes = self.fs.cat_file(self._path(key), start=start, end=end)
         except (FileNotFoundError, IsADirectoryError):
             raise NotFoundError(f"no such key {key!r} in {self.url}") from None
         return data

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from cas.index_rows import RunQuery, RunRow, mark_batch, mark_pending
 from cas.model import ArtifactEntry, ExecutionResult
 from cas.objects import Backend, open_backend
 from cas.owner import OWNER, is_alive, read_owner
+from cas.packs import RunPacks
 from cas.payloads import PayloadStore
 from cas.schemas import SchemaRegistry
 from cas.stores import (
@@ -36,7 +38,13 @@ from cas.stores import (
 )
 
 DEFAULT_LOCATION = ".waivern"
-FORMAT = "cas-repository/1"
+FORMAT = "cas-repository/1"  # what `init` writes
+PACKED_FORMAT = "cas-repository/2"  # format 1 plus run packs (`cas.packs`): a repository is
+# upgraded when its first pack is written, so an older cas, blind to packed runs, never
+# reads it (its gc would sweep their payloads), and readers of format 1 skip packs
+READABLE_FORMATS = (FORMAT, PACKED_FORMAT)
+RECHECK_FORMAT = 2.0  # seconds a format-1 config read is trusted before reading it again
+RUNBOOK = "runbook.yaml"
 CONFIG = "config.json"
 MIN_PREFIX = 4
 DEFAULT_TENANT = "default"
@@ -119,11 +127,15 @@ class Repository:
         self.records = records
         self._batched: set[str] = set()  # runs a batch mark already covers (`marked_together`)
         self._batch_lock = threading.Lock()
-        self.artifacts = BackendArtifactStore(backend, self.payloads, self.schemas, records)
+        self._format_read = time.monotonic()
+        self.packs = RunPacks(backend, self.has_packs)
+        self.artifacts = BackendArtifactStore(
+            backend, self.payloads, self.schemas, records, self.packs
+        )
         self.executions: ExecutionStore = (
             records
             if records is not None
-            else BackendExecutionStore(backend, before_save=self._before_result)
+            else BackendExecutionStore(backend, self._before_result, self.packs)
         )
 
     def _before_result(self, run_id: str) -> None:
@@ -159,6 +171,42 @@ class Repository:
         finally:
             with self._batch_lock:
                 self._batched.difference_update(ids)
+
+    def enable_packs(self) -> None:
+        """Ready the repository for run packs (`cas.packs`), before the first is written:
+        a format-1 repository is upgraded to format 2 (one write, once)."""
+        if self.records is not None:
+            raise RepositoryError(f"{self.url} keeps its runs in {self.records.url}, not in packs")
+        if not self.has_packs(fresh=True):
+            self.config = {**self.config, "format": PACKED_FORMAT}
+            self.backend.write(CONFIG, orjson.dumps(self.config, option=orjson.OPT_INDENT_2))
+
+    def has_packs(self, *, fresh: bool = False) -> bool:
+        """Whether the repository may hold run packs (format 2).
+
+        A format-1 answer is trusted for `RECHECK_FORMAT` seconds, then ``config.json``
+        is read again (another process may have written the first pack); `fresh`
+        reads it now. So a repository that never had packs costs its readers nothing.
+        """
+        if self.records is not None:
+            return False
+        stale = time.monotonic() - self._format_read > RECHECK_FORMAT
+        if self.config.get("format") != PACKED_FORMAT and (fresh or stale):
+            with contextlib.suppress(NotFoundError):  # a scratch repository without one
+                self.config = _read_config(self.backend)
+            self._format_read = time.monotonic()
+        return self.config.get("format") == PACKED_FORMAT
+
+    def runbook(self, run_id: str) -> bytes | None:
+        """The runbook a run stored (its folder's, else its pack's); None if it has none."""
+        try:
+            return self.backend.read(run_key(run_id, RUNBOOK))
+        except NotFoundError:
+            pass
+        if self.records is not None:
+            return None
+        section = self.packs.read(run_id)
+        return section.runbook if section is not None else None
 
     @property
     def url(self) -> str:
@@ -218,11 +266,14 @@ class Repository:
                 f"no repository at {location!r}: run 'cas init' first (or set --repo / CAS_REPO)"
             ) from None
 
-    def run_ids(self) -> list[str]:
-        """Every run folder (or run in `records`), with or without a result, sorted."""
+    def run_ids(self, damaged: dict[str, str] | None = None) -> list[str]:
+        """Every run with a folder or in a pack (or in `records`), with or without a
+        result, sorted. With `damaged`, packs whose index cannot be read are left out
+        and recorded there (`cas.packs.RunPacks.refresh`) instead of raising."""
         if self.records is not None:
             return self.records.run_ids()
-        return sorted(name for name in self.backend.children(RUNS) if is_valid_id(name))
+        folders = {name for name in self.backend.children(RUNS) if is_valid_id(name)}
+        return sorted(folders | self.packs.runs(damaged))
 
     def find_run(self, run_id: str) -> tuple[ExecutionResult | None, dict[str, ArtifactEntry]]:
         """A run's result (None if none is saved) and manifest entries; ``(None, {})``
@@ -362,10 +413,11 @@ def _read_config(backend: Backend) -> dict[str, Any]:
         config = orjson.loads(data)
     except orjson.JSONDecodeError as error:
         raise RepositoryError(f"{backend.url}/{CONFIG} is not valid JSON: {error}") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
+    if not isinstance(config, dict) or config.get("format") not in READABLE_FORMATS:
         found = config.get("format") if isinstance(config, dict) else None
         raise RepositoryError(
-            f"{backend.url} has repository format {found!r}: this cas reads {FORMAT!r}"
+            f"{backend.url} has repository format {found!r}: "
+            f"this cas reads {' and '.join(map(repr, READABLE_FORMATS))}"
         )
     if config.get("digest") != DIGEST_ALGORITHM:
         raise RepositoryError(

@@ -27,6 +27,7 @@ from cas.errors import InvalidInputError, NotFoundError
 from cas.ids import check_artifact_id, check_run_id, is_valid_id
 from cas.model import ArtifactEntry, ExecutionResult, Message
 from cas.objects import Backend, LocalBackend, is_temp_name
+from cas.packs import RunPacks
 from cas.payloads import PayloadStore
 from cas.schemas import SchemaRegistry
 
@@ -127,11 +128,14 @@ class BackendArtifactStore:
         payloads: PayloadStore,
         schemas: SchemaRegistry,
         manifests: ManifestStore | None = None,
+        packs: RunPacks | None = None,
     ) -> None:
         self.backend = backend
         self.payloads = payloads
         self.schemas = schemas
         self.manifests = manifests  # entries kept elsewhere (PostgreSQL); None: on the backend
+        self.packs = packs or RunPacks(backend)
+        self._journals: set[str] = set()  # runs whose journal this store knows exists
         self._clock = _Clock()
         self._unmerged: dict[str, dict[str, bytes]] = {}  # run id -> segments written, unmerged
         self._merge_lock = threading.Lock()
@@ -189,7 +193,7 @@ class BackendArtifactStore:
 
     def _append(self, run_id: str, line: bytes) -> None:
         if self.backend.supports_append:
-            self.backend.append(run_key(run_id, MANIFEST), line)
+            self.backend.append(run_key(run_id, MANIFEST), self._base(run_id) + line)
             return
         name = f"{self._clock.next():020d}-{secrets.token_hex(4)}.jsonl"
         key = f"{run_key(run_id, SEGMENTS)}/{name}"
@@ -232,9 +236,25 @@ class BackendArtifactStore:
         segments = [key for key in keys if key != manifest]
         if not lines and not segments:
             return
-        kept = [line + b"\n" for _key, _number, line in _lines(self.backend, keys, written)]
+        keys, known = self._with_base(run_id, keys, written)
+        kept = [line + b"\n" for _key, _number, line in _lines(self.backend, keys, known)]
         self.backend.write(manifest, b"".join(kept + lines))
         self.backend.delete(segments)
+
+    def _base(self, run_id: str) -> bytes:
+        """Before the first line of a journal: the run's packed manifest, if any.
+
+        A packed run's journal starts with its packed lines, so a folder journal,
+        which readers take over the packed manifest, never hides them.
+        """
+        if run_id in self._journals:
+            return b""
+        base = b""
+        if not self.backend.exists(run_key(run_id, MANIFEST)):
+            section = self.packs.read(run_id)
+            base = section.manifest if section is not None else b""
+        self._journals.add(run_id)
+        return base
 
     def sync(self, run_id: str) -> None:
         """Make every record appended to the run's manifest durable."""
@@ -248,11 +268,29 @@ class BackendArtifactStore:
         if self.manifests is not None:
             return self.manifests.entries(run_id)
         entries: dict[str, ArtifactEntry] = {}
-        for record in _records(self.backend, self._manifest_keys(run_id)):
+        keys, known = self._with_base(run_id, self._manifest_keys(run_id))
+        for record in _records(self.backend, keys, known):
             entry = ArtifactEntry.from_dict(record)
             entries.pop(entry.artifact_id, None)
             entries[entry.artifact_id] = entry
         return entries
+
+    def _with_base(
+        self, run_id: str, keys: list[str], known: dict[str, bytes] | None = None
+    ) -> tuple[list[str], dict[str, bytes]]:
+        """`keys` and the bytes in hand, with the packed manifest standing in for the
+        journal when the run's folder has none (its segments still apply on top)."""
+        manifest = run_key(run_id, MANIFEST)
+        known = dict(known or {})
+        has_journal = (
+            self.backend.exists(manifest) if self.backend.supports_append else manifest in keys
+        )
+        if not has_journal:
+            section = self.packs.read(run_id)
+            if section is not None:
+                known[manifest] = section.manifest
+                keys = [manifest, *(key for key in keys if key != manifest)]
+        return keys, known
 
     def _manifest_keys(self, run_id: str) -> list[str]:
         """``manifest.jsonl``, then the segments in save order (temporaries skipped).
@@ -326,9 +364,11 @@ def _lines(
                 yield key, number, line
 
 
-def _records(backend: Backend, keys: list[str]) -> Iterator[dict[str, object]]:
+def _records(
+    backend: Backend, keys: list[str], known: dict[str, bytes] | None = None
+) -> Iterator[dict[str, object]]:
     """Sealed records of a run's manifest files, in order (see `_lines`)."""
-    for key, number, line in _lines(backend, keys):
+    for key, number, line in _lines(backend, keys, known):
         yield unseal(line, f"{key}:{number}")
 
 
@@ -346,9 +386,15 @@ def check_result(run_id: str, result: ExecutionResult) -> None:
 class BackendExecutionStore:
     """`ExecutionStore` over a backend: ``runs/{run_id}/execution_result.json``."""
 
-    def __init__(self, backend: Backend, before_save: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        before_save: Callable[[str], None] | None = None,
+        packs: RunPacks | None = None,
+    ) -> None:
         self.backend = backend
         self.before_save = before_save
+        self.packs = packs or RunPacks(backend)
 
     def save(self, run_id: str, result: ExecutionResult) -> None:
         check_result(run_id, result)
@@ -361,25 +407,35 @@ class BackendExecutionStore:
         try:
             data = self.backend.read(key)
         except NotFoundError:
-            raise NotFoundError(f"no run {run_id!r}") from None
+            section = self.packs.read(run_id)
+            if section is None:
+                raise NotFoundError(f"no run {run_id!r}") from None
+            data, key = section.result, section.where
         return ExecutionResult.from_dict(unseal(data, key))
 
     def list_runs(self) -> list[str]:
         """One recursive listing of ``runs/`` where the backend lists by pages (S3:
         a request per 1,000 keys), not a HEAD per run; a folder walk on a local disk."""
+        packed = self.packs.runs()
         if isinstance(self.backend, LocalBackend):
             return sorted(
-                run_id
-                for run_id in self.backend.children(RUNS)
-                if is_valid_id(run_id) and self.backend.exists(run_key(run_id, RESULT))
+                packed.union(
+                    run_id
+                    for run_id in self.backend.children(RUNS)
+                    if is_valid_id(run_id) and self.backend.exists(run_key(run_id, RESULT))
+                )
             )
         suffix = f"/{RESULT}"
         return sorted(
-            run_id
-            for key in self.backend.list(RUNS)
-            if key.endswith(suffix) and is_valid_id(run_id := key[len(RUNS) + 1 : -len(suffix)])
+            packed.union(
+                run_id
+                for key in self.backend.list(RUNS)
+                if key.endswith(suffix) and is_valid_id(run_id := key[len(RUNS) + 1 : -len(suffix)])
+            )
         )
 
     def exists(self, run_id: str) -> bool:
-        """Whether `run_id` has a stored result."""
-        return self.backend.exists(run_key(run_id, RESULT))
+        """Whether `run_id` has a stored result (in its folder or a pack)."""
+        if self.backend.exists(run_key(run_id, RESULT)):
+            return True
+        return self.packs.find(run_id) is not None

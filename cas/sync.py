@@ -34,20 +34,21 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from cas.digest import Digest
+from cas.digest import Digest, seal
 from cas.errors import CasError, ConflictError, NotFoundError
 from cas.index_rows import RunQuery, aware
 from cas.locks import WRITER, locked
 from cas.model import ArtifactEntry, ExecutionResult
 from cas.objects import FsspecBackend, compress
-from cas.repository import Repository
+from cas.packs import RunSection, batches
+from cas.repository import RUNBOOK, Repository
 from cas.stores import RUNS, run_key
 
-RUNBOOK = "runbook.yaml"
+T = TypeVar("T")
 DEFAULT_WORKERS = 8
 FEW_RUNS = 10  # up to this many runs: check each run folder, leave the index to its next sync
 
@@ -209,7 +210,8 @@ def _present(dest: Repository, run_ids: list[str]) -> set[str]:
     if dest.records is not None or len(run_ids) > FEW_RUNS:
         return set(dest.run_ids()).intersection(run_ids)
     folders = {run_id: iter(dest.backend.list(f"{RUNS}/{run_id}")) for run_id in run_ids}
-    return {run_id for run_id, keys in folders.items() if next(keys, None) is not None}
+    found = {run_id for run_id, keys in folders.items() if next(keys, None) is not None}
+    return found | dest.packs.runs().intersection(run_ids)  # one listing of packs/
 
 
 def _copy_payloads(
@@ -364,23 +366,53 @@ def _write_runs(
 ) -> None:
     """Every run's entries and runbook, then its result, then the index (I1, I21).
 
-    Each phase runs in the pool and ends before the next starts. One batch mark
-    written before the first result stands for a mark per run. Past `FEW_RUNS` runs
-    the index is then folded from the results and entries in hand (about a dozen
-    requests on S3, where the next listing would read each run back); fewer are
-    left to the next listing.
+    Past `FEW_RUNS` runs new to the destination, those are written as packs
+    (`cas.packs`): entries, result and runbook of up to 1,000 runs in one write,
+    committed by its index file. The rest (and every run of a smaller push) get
+    their entries and runbook, then their results, each phase in the pool and ended
+    before the next starts. One batch mark, written before the first pack or
+    result, stands for a mark per run. Past `FEW_RUNS` runs the index is then
+    folded from the results and entries in hand (about a dozen requests on S3,
+    where the next listing would read each run back); fewer are left to the next
+    listing.
     """
+    fresh = [plan for plan in plans if plan.fresh]
+    packed = fresh if dest.records is None and len(fresh) > FEW_RUNS else []
+    foldered = plans if not packed else [plan for plan in plans if not plan.fresh]
     entries = _Ticker(progress, "entries", len(plans), stored)
-    _run_all([entries.after(partial(_write_entries, source, dest, p)) for p in plans], workers)
+    sections = _sections(source, packed, workers, entries)
+    _run_all([entries.after(partial(_write_entries, source, dest, p)) for p in foldered], workers)
+    if packed:
+        dest.enable_packs()
     with dest.marked_together(plan.run_id for plan in plans):
         # each save syncs the run's manifest first, as any result save does
         results = _Ticker(progress, "results", len(plans), stored)
-        saves = [partial(dest.executions.save, plan.run_id, plan.result) for plan in plans]
-        _run_all([results.after(save) for save in saves], workers)
+        calls: list[Callable[[], object]] = [
+            results.after(partial(dest.packs.write, batch), len(batch))
+            for batch in batches(sections)
+        ]
+        saves = [partial(dest.executions.save, plan.run_id, plan.result) for plan in foldered]
+        _run_all(calls + [results.after(save) for save in saves], workers)
     if dest.records is None and len(plans) > FEW_RUNS:  # else the next listing folds them
         from cas.index import RunIndex
 
         RunIndex(dest).sync(known=[(plan.result, plan.entries) for plan in plans])
+
+
+def _sections(
+    source: Repository, plans: list[_Plan], workers: int, ticker: _Ticker
+) -> list[tuple[str, RunSection]]:
+    """The packed records of `plans`: result, entries (in the source's order) and
+    runbook, byte for byte as their folders would hold them; runbooks read in the pool."""
+
+    def section(plan: _Plan) -> tuple[str, RunSection]:
+        lines = b"".join(seal(entry.to_dict()) + b"\n" for entry in plan.entries.values())
+        return plan.run_id, RunSection(
+            seal(plan.result.to_dict()), lines, source.runbook(plan.run_id)
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(ticker.after(section), plans))
 
 
 class _Ticker:
@@ -392,14 +424,15 @@ class _Ticker:
         self.lock = threading.Lock()
         self._report()
 
-    def after(self, call: Callable[[], object]) -> Callable[[], None]:
-        """`call`, then a tick."""
+    def after(self, call: Callable[..., T], runs: int = 1) -> Callable[..., T]:
+        """`call`, then a tick of `runs` runs."""
 
-        def ticked() -> None:
-            call()
+        def ticked(*args: Any) -> T:
+            value = call(*args)
             with self.lock:
-                self.done += 1
+                self.done += runs
                 self._report()
+            return value
 
         return ticked
 
@@ -417,10 +450,7 @@ def _write_entries(source: Repository, dest: Repository, plan: _Plan) -> None:
     ]
     # on object stores one manifest PUT (I25), with no listing for a run new there
     dest.artifacts.merge(plan.run_id, missing, fresh=plan.fresh)
-    try:
-        runbook: bytes | None = source.backend.read(run_key(plan.run_id, RUNBOOK))
-    except NotFoundError:
-        runbook = None
+    runbook = source.runbook(plan.run_id)
     if runbook is not None:
         dest.backend.write(run_key(plan.run_id, RUNBOOK), runbook)
 

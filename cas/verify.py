@@ -17,6 +17,7 @@ from typing import Any
 from cas.digest import Digest
 from cas.errors import CasError, IntegrityError, NotFoundError
 from cas.objects import is_temp_name
+from cas.packs import index_key, pack_key
 from cas.repository import Repository
 
 Progress = Callable[[int, int], None]
@@ -76,7 +77,10 @@ def verify(
 ) -> VerifyReport:
     """Check the named runs (every run if None) and the objects they reference."""
     report = VerifyReport()
-    known = repo.run_ids()
+    damaged: dict[str, str] = {}
+    known = repo.run_ids(damaged)
+    for name, error in sorted(damaged.items()):
+        report.problems.append(Problem("corrupt_pack", index_key(name), (), error))
     runs = list(run_ids) if run_ids is not None else known
     unknown = sorted(set(runs) - set(known))
     if unknown:
@@ -91,8 +95,22 @@ def verify(
         if progress is not None:
             progress(done, len(users))
     if run_ids is None:
+        report.problems += _check_packs(repo, set(damaged))
         report.problems += _stale_temporaries(repo)
     return report
+
+
+def _check_packs(repo: Repository, damaged: set[str]) -> list[Problem]:
+    """Each run pack read whole and re-hashed against its name (`cas.packs`)."""
+    problems = []
+    for name in repo.packs.listed():
+        if name in damaged:
+            continue
+        try:
+            repo.packs.load(name)
+        except (IntegrityError, NotFoundError) as error:
+            problems.append(Problem("corrupt_pack", pack_key(name), (), str(error)))
+    return problems
 
 
 def _check_run(

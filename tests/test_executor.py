@@ -37,12 +37,12 @@ from executor_support.plugins import (
 
 from cas.cache import StepKey
 from cas.errors import ConflictError
-from cas.executor import RUNBOOK, Executor, RunReport, new_run_id
+from cas.executor import Executor, RunReport, new_run_id
 from cas.model import ArtifactOutcome
 from cas.owner import OWNER
 from cas.planner import Plan, plan
 from cas.plugins import Connector, Processor
-from cas.repository import Repository
+from cas.repository import RUNBOOK, Repository
 from cas.runbook import parse_runbook
 from cas.stores import run_key
 from cas.verify import verify

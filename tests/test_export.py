@@ -22,11 +22,10 @@ from typer.testing import CliRunner, Result
 
 from cas.cli import app
 from cas.errors import InvalidInputError
-from cas.executor import RUNBOOK
 from cas.export import FORMAT, document, export_run, exporter, exporters, load_run
 from cas.export_markdown import code, text
 from cas.model import ArtifactOutcome, ExecutionInfo, ExecutionResult, Message, SchemaRef
-from cas.repository import Repository
+from cas.repository import RUNBOOK, Repository
 from cas.stores import run_key
 from cas.testing.services import skip_or_fail
 

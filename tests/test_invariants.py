@@ -38,7 +38,7 @@ from cas.errors import (
     RepositoryError,
     SchemaValidationError,
 )
-from cas.executor import RUNBOOK, Executor
+from cas.executor import Executor
 from cas.ids import is_valid_id
 from cas.model import ArtifactOutcome, ExecutionResult, Message, RunStatus, SchemaRef
 from cas.objects import Backend, FsspecBackend, LocalBackend, check_key, decompress, is_temp_name
@@ -46,7 +46,7 @@ from cas.owner import OWNER
 from cas.payloads import PayloadStore
 from cas.planner import plan
 from cas.plugins import connectors, processors
-from cas.repository import CONFIG, Repository
+from cas.repository import CONFIG, RUNBOOK, Repository
 from cas.runbook import load_runbook
 from cas.stores import MANIFEST, RESULT, SEGMENTS, run_key
 from cas.verify import verify
@@ -102,6 +102,9 @@ class RecordingBackend:
 
     def read(self, key: str) -> bytes:
         return self.inner.read(key)
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        return self.inner.read_range(key, start, end)
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)
@@ -764,7 +767,7 @@ def test_invariant_12_digest_is_blake3_of_canonical_payload(backend: Backend) ->
 
 @pytest.mark.parametrize(
     ("field_name", "value"),
-    [("format", "cas-repository/2"), ("canonical_json", "cas-json-2"), ("format", None)],
+    [("format", "cas-repository/3"), ("canonical_json", "cas-json-2"), ("format", None)],
 )
 def test_invariant_13_unknown_format_is_refused(
     tmp_path: Path, field_name: str, value: str | None

@@ -15,18 +15,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
 from cas.cli import app
+from cas.digest import seal
 from cas.errors import ConflictError, InvalidIdError, InvalidInputError, RepositoryError
 from cas.index import RunIndex
-from cas.model import ArtifactOutcome, ExecutionResult, Message
+from cas.model import ArtifactEntry, ArtifactOutcome, ExecutionResult, Message
 from cas.objects import Backend
+from cas.packs import PACKS, PackedRun, pack_key
 from cas.remotes import Remote
-from cas.repository import Repository
+from cas.repository import RUNBOOK, Repository
 from cas.stores import RESULT, run_key
-from cas.sync import RUNBOOK, transfer
+from cas.sync import FEW_RUNS, transfer
 from cas.testing.services import S3Bucket
 from cas.verify import verify
 
@@ -259,6 +262,7 @@ class FailingBackend:
         self.inner = inner
         self.limit = limit
         self.writes = 0
+        self.index_checks = 0
         self.source = source
         self.url = inner.url
         self.supports_append = inner.supports_append
@@ -279,11 +283,25 @@ class FailingBackend:
         self._count()
         if key.endswith(RESULT):
             self._check_before_result(key.split("/")[1])
+        if key.startswith(f"{PACKS}/") and key.endswith(".idx"):
+            self._check_before_index(key.split("/")[1][: -len(".idx")], data)
         self.inner.write(key, data)
 
     def append(self, key: str, data: bytes) -> None:
         self._count()
         self.inner.append(key, data)
+
+    def _check_before_index(self, name: str, index: bytes) -> None:
+        """A pack's index (its commit) is written after the pack and every payload."""
+        dest = Repository(self.inner, {})
+        for place in orjson.loads(index)["runs"]:
+            packed = PackedRun(place[0], name, *place[1:])
+            section = packed.cut(self.inner.read_range(pack_key(name), packed.start, packed.end))
+            assert section.result == seal(self.source.executions.get(packed.run_id).to_dict())
+            for line in section.manifest.splitlines():
+                entry = ArtifactEntry.from_dict(orjson.loads(line))
+                dest.payloads.get(entry.digest, entry.size)
+        self.index_checks += 1
 
     def _check_before_result(self, run_id: str) -> None:
         """A result is written only once every payload and entry of its run is there."""
@@ -298,7 +316,7 @@ class FailingBackend:
 def test_an_interrupted_push_resumes_and_sends_only_what_is_left(tmp_path: Path, runs: int) -> None:
     source = source_repo(tmp_path / "a", runs=runs)
     full = transfer(source, Repository.init(str(tmp_path / "full"), fsync=False), source.run_ids())
-    limit = 0
+    limit = index_checks = 0
     while True:
         dest_path = tmp_path / f"d{limit}"
         Repository.init(str(dest_path), fsync=False)
@@ -311,6 +329,8 @@ def test_an_interrupted_push_resumes_and_sends_only_what_is_left(tmp_path: Path,
             pass
         else:
             break
+        finally:
+            index_checks += failing.index_checks
         # Whatever is visible is whole: every run with a result reads back in full.
         reopened = Repository.open(str(dest_path), fsync=False)
         assert_clean(reopened)
@@ -325,6 +345,7 @@ def test_an_interrupted_push_resumes_and_sends_only_what_is_left(tmp_path: Path,
         assert RunIndex(reopened).check().ok and RunIndex(reopened).marks() == []
         limit += 1 if limit < 30 else 7
     assert limit > 10  # the loop really went through many interruption points
+    assert (index_checks > 0) == (runs > FEW_RUNS)  # past FEW_RUNS new runs: packs
 
 
 def test_a_push_of_many_runs_leaves_the_index_current(tmp_path: Path) -> None:

@@ -91,6 +91,10 @@ class RecordingBackend:
         self.calls.append(("read", key))
         return self.inner.read(key)
 
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        self.calls.append(("read", key))
+        return self.inner.read_range(key, start, end)
+
     def exists(self, key: str) -> bool:
         self.calls.append(("exists", key))
         return self.inner.exists(key)
