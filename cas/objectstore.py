@@ -58,13 +58,21 @@ class ObjectStore:
 
     def get(self, digest: Digest) -> bytes:
         """The verified bytes of `digest`; `NotFoundError` or `IntegrityError` otherwise."""
+        return self._read(digest)[1]
+
+    def stored(self, digest: Digest) -> bytes:
+        """The bytes of `digest` as stored (compressed), verified like `get` (a copy
+        to another store writes them as they are, without compressing again)."""
+        return self._read(digest)[0]
+
+    def _read(self, digest: Digest) -> tuple[bytes, bytes]:
         key = self.key(digest)
         try:
             data = self.backend.read(key)
         except NotFoundError:
             raise NotFoundError(f"object {digest.hex} is missing ({key})") from None
         try:
-            return self._verified(data, digest, key)
+            return data, self._verified(data, digest, key)
         except IntegrityError:
             with self._count_lock:
                 self._corrupt.add(digest)

@@ -283,8 +283,11 @@ class _Copier:
         self.total = self.copied = self.objects = self.stored = 0
 
     def copy_whole(self, digest: Digest) -> None:
-        stored = compress(self.source.payloads.get(digest, self.sizes[digest]))  # re-hashes
-        self.dest.backend.write(self.dest.payloads.objects.key(digest), stored)
+        source, dest = self.source.payloads.objects, self.dest.payloads.objects
+        # re-hashed on the read; written as stored where both sides compress alike
+        same = source.compressed == dest.compressed
+        stored = source.stored(digest) if same else compress(source.get(digest))
+        self.dest.backend.write(dest.key(digest), stored)
         self._finished(1, len(stored))
 
     def copy_chunked(self, digest: Digest) -> None:
