@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cas.digest import Digest, seal, unseal
 from cas.errors import IntegrityError, NotFoundError
 from cas.ids import is_valid_id
+from cas.model import ArtifactEntry, ExecutionResult
 from cas.objects import Backend, is_temp_name
 
+Mapper = Callable[[Callable[[str], Any], Iterable[str]], Iterable[Any]]  # `map`, a pool's map
 PACKS = "packs"
 PACK_FORMAT = "cas-pack/1"
 MAX_PACK_RUNS = 1000  # runs per pack a push writes; bounds a gc rewrite and a full check
@@ -56,6 +58,19 @@ class RunSection:
 
     def size(self) -> int:
         return len(self.result) + 1 + len(self.manifest) + len(self.runbook or b"")
+
+    def execution_result(self) -> ExecutionResult:
+        """The packed result, its seal checked (I6)."""
+        return ExecutionResult.from_dict(unseal(self.result, self.where))
+
+    def entries(self) -> dict[str, ArtifactEntry]:
+        """The packed manifest: artifact id → newest entry, seals checked (I6)."""
+        entries: dict[str, ArtifactEntry] = {}
+        for number, line in enumerate(self.manifest.split(b"\n")[:-1], 1):
+            entry = ArtifactEntry.from_dict(unseal(line, f"{self.where}:{number}"))
+            entries.pop(entry.artifact_id, None)
+            entries[entry.artifact_id] = entry
+        return entries
 
 
 @dataclass(frozen=True)
@@ -262,6 +277,24 @@ class RunPacks:
         if Digest.of(data).hex != name:
             raise IntegrityError(f"{pack_key(name)} does not hash to its name")
         return {p.run_id: p.cut(data[p.start : p.end]) for p in places}
+
+    def sections(
+        self, run_ids: Iterable[str], mapper: Mapper = map
+    ) -> Iterator[tuple[str, RunSection]]:
+        """The packed sections of `run_ids` (those no pack holds are left out), read
+        a whole pack at a time and re-hashed: a pull of many runs costs a read per
+        pack, not per run. `mapper` (a pool's ``map``) reads packs concurrently."""
+        catalog = self.refresh()
+        wanted: dict[str, set[str]] = {}
+        for run_id in run_ids:
+            if run_id in catalog:
+                wanted.setdefault(catalog[run_id].pack, set()).add(run_id)
+
+        def read(name: str) -> list[tuple[str, RunSection]]:
+            return [(r, s) for r, s in self.load(name).items() if r in wanted[name]]
+
+        for found in mapper(read, sorted(wanted)):
+            yield from found
 
     def remove(self, run_ids: Iterable[str]) -> list[str]:
         """Rewrite every pack holding one of `run_ids` without them: the new pack and

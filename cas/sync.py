@@ -44,7 +44,7 @@ from cas.index_rows import RunQuery, aware
 from cas.locks import WRITER, locked
 from cas.model import ArtifactEntry, ExecutionResult
 from cas.objects import FsspecBackend, compress
-from cas.packs import RunSection, batches
+from cas.packs import Mapper, RunSection, batches
 from cas.repository import RUNBOOK, Repository
 from cas.stores import RUNS, run_key
 
@@ -80,6 +80,13 @@ class SyncResult:
         }
 
 
+class Unread:
+    """A runbook not read yet (`_Plan.runbook`)."""
+
+
+UNREAD = Unread()
+
+
 @dataclass
 class _Plan:
     run_id: str
@@ -87,6 +94,10 @@ class _Plan:
     entries: dict[str, ArtifactEntry]
     dest_entries: dict[str, ArtifactEntry]
     fresh: bool  # the destination has no folder for the run
+    runbook: bytes | Unread | None = UNREAD  # read with the run from a source pack
+
+    def source_runbook(self, source: Repository) -> bytes | None:
+        return source.runbook(self.run_id) if isinstance(self.runbook, Unread) else self.runbook
 
 
 def select_runs(repo: Repository, since: datetime | None = None) -> list[str]:
@@ -134,6 +145,7 @@ class _Sides:
     dest_result: ExecutionResult | None = None
     dest_entries: dict[str, ArtifactEntry] = field(default_factory=dict)
     present: bool = False
+    runbook: bytes | Unread | None = UNREAD
 
 
 def _plan(
@@ -151,13 +163,33 @@ def _plan(
     wanted = list(dict.fromkeys(run_ids))
     present = _present(dest, wanted)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        read = list(pool.map(lambda run_id: _read(source, dest, run_id, present), wanted))
+        packed = _read_packed(source, dest, wanted, present, pool.map)
+        read = list(pool.map(lambda r: packed.get(r) or _read(source, dest, r, present), wanted))
     plans: list[_Plan] = []
     for sides in read:
         plan = _judge(sides, dest.url, outcome)
         if plan is not None:
             plans.append(plan)
     return plans
+
+
+def _read_packed(
+    source: Repository, dest: Repository, wanted: list[str], present: set[str], mapper: Mapper
+) -> dict[str, _Sides]:
+    """Past `FEW_RUNS` runs, those the source holds only in packs, a pack read at a
+    time (`cas.packs.RunPacks.sections`) instead of a folder check and a read per run."""
+    if len(wanted) <= FEW_RUNS or not source.has_packs():
+        return {}
+    folders = set(source.backend.children(RUNS))  # a run with a folder reads as usual
+    found: dict[str, _Sides] = {}
+    for run_id, section in source.packs.sections((r for r in wanted if r not in folders), mapper):
+        result = section.execution_result()
+        sides = _Sides(run_id, result, section.entries(), present=run_id in present)
+        sides.runbook = section.runbook
+        if sides.present and result.status != "running":
+            sides.dest_result, sides.dest_entries = dest.find_run(run_id)
+        found[run_id] = sides
+    return found
 
 
 def _read(source: Repository, dest: Repository, run_id: str, present: set[str]) -> _Sides:
@@ -198,7 +230,9 @@ def _judge(sides: _Sides, where: str, outcome: SyncResult) -> _Plan | None:
                 f"run {run_id!r} exists in {where} with a different entry for "
                 f"artifact {name!r}: refusing to overwrite it"
             )
-    return _Plan(run_id, result, sides.entries, sides.dest_entries, not sides.present)
+    return _Plan(
+        run_id, result, sides.entries, sides.dest_entries, not sides.present, sides.runbook
+    )
 
 
 def _present(dest: Repository, run_ids: list[str]) -> set[str]:
@@ -411,7 +445,7 @@ def _sections(
     def section(plan: _Plan) -> tuple[str, RunSection]:
         lines = b"".join(seal(entry.to_dict()) + b"\n" for entry in plan.entries.values())
         return plan.run_id, RunSection(
-            seal(plan.result.to_dict()), lines, source.runbook(plan.run_id)
+            seal(plan.result.to_dict()), lines, plan.source_runbook(source)
         )
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -453,7 +487,7 @@ def _write_entries(source: Repository, dest: Repository, plan: _Plan) -> None:
     ]
     # on object stores one manifest PUT (I25), with no listing for a run new there
     dest.artifacts.merge(plan.run_id, missing, fresh=plan.fresh)
-    runbook = source.runbook(plan.run_id)
+    runbook = plan.source_runbook(source)
     if runbook is not None:
         dest.backend.write(run_key(plan.run_id, RUNBOOK), runbook)
 

@@ -288,3 +288,18 @@ def test_a_result_saved_now_is_kept_over_an_older_packed_one(tmp_path: Path) -> 
     dest.executions.save(run_id, ExecutionResult(run_id, "failed", now))
     assert dest.executions.get(run_id).status == "failed"
     assert dest.executions.list_runs() == source.run_ids()
+
+
+@pytest.mark.s3
+def test_a_pull_of_packed_runs_reads_a_pack_at_a_time(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    source = source_repo(tmp_path / "source", runs=3 * RUNS)
+    remote_url = f"{s3_bucket.url}/team"
+    transfer(source, Repository.init(remote_url, **s3_bucket.storage_options), source.run_ids())
+    remote = Repository.open(remote_url, **s3_bucket.storage_options)
+    local = Repository.init(str(tmp_path / "pulled"), fsync=False)
+    pulled = transfer(remote, local, remote.run_ids())
+    assert pulled.requests is not None
+    # the payloads, plus a few listings and one read per pack and index: nothing per run
+    assert pulled.requests - pulled.objects_sent < 10, pulled.to_dict()
+    assert_same_runs(source, local, source.run_ids())
+    assert [local.runbook(r) for r in source.run_ids()] == [RUNBOOK_TEXT] * 3 * RUNS
