@@ -1,27 +1,32 @@
 """Copy runs between repositories (``cas push`` and ``cas pull``), in a safe order.
 
 `transfer` first plans: for each run it reads the source's result and entries and,
-if the destination has the run folder, the destination's. A run complete on both
-sides with the same result and entries is skipped; one that differs is a
-`ConflictError` raised before anything is written. A run whose folder holds only
-some of the source's entries and no result (an interrupted sync) is completed.
+if the destination has the run (a folder or a pack), the destination's. A run
+complete on both sides with the same result and entries is skipped; one that
+differs is a `ConflictError` raised before anything is written. A run whose folder
+holds only some of the source's entries and no result (an interrupted sync) is
+completed. Past `FEW_RUNS` runs, those the source holds only in packs are read a
+whole pack at a time.
 
 Then it writes, in this order, so a reader of the destination never sees a run
-whose payloads are missing (I1, I16 and I2 across repositories):
+whose payloads are missing (I1, I16 and I2 across repositories; docs/design.md §15):
 
 1. the payloads the destination lacks, found with batched `ObjectStore.missing`
-   calls (a check each for a few, else one listing of the store), copied by a bounded pool of
-   threads; each read re-hashes, whole objects are written under their key and
-   chunked payloads through the destination's `PayloadStore.put` (chunks, then the
-   list);
-2. per run: the entries the destination lacks, in the source's order, byte for byte
-   (envelope and ``saved_at`` kept), in one `BackendArtifactStore.merge` (on
-   object stores one ``manifest.jsonl`` PUT); ``runbook.yaml``; then the execution result
-   through `ExecutionStore.save`, which syncs the manifest and leaves the index
-   pending mark before the result.
+   calls (a check each for a few, else one listing of the store), copied by a
+   bounded pool of threads; each read re-hashes, whole objects are written as
+   stored and chunked payloads through the destination's `PayloadStore.put`
+   (chunks, then the list);
+2. for runs written to folders: the entries the destination lacks, in the source's
+   order, byte for byte (envelope and ``saved_at`` kept), in one
+   `BackendArtifactStore.merge` (on object stores one ``manifest.jsonl`` PUT), and
+   ``runbook.yaml``;
+3. one batch index mark, then the folder runs' results (`ExecutionStore.save`
+   syncs the manifest first) and, past `FEW_RUNS` new runs, run packs holding
+   the entries, result and runbook of up to 1,000 runs each (`cas.packs`);
+4. past `FEW_RUNS` runs, the destination's index, folded from what is in hand.
 
 Running again after an interruption sends only what is left: payloads already
-there are found by the listing, entries already there are skipped.
+there are found by the listing, runs already there are skipped.
 """
 
 from __future__ import annotations

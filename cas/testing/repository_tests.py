@@ -40,6 +40,7 @@ from cas.testing.store_helpers import (
     flip_byte,
     key_listing,
     make_repository,
+    pack_runs,
     raw_get,
     raw_set,
     reopen,
@@ -85,6 +86,11 @@ class _RepositorySuite(ContractTests):
     def reopened(self, repo: Repository) -> Repository:
         """The same repository as a restarted process would open it."""
         return make_repository(reopen(repo.backend))
+
+    def require_packs(self, repo: Repository) -> None:
+        """Skip where runs are not kept on the backend (no run packs there)."""
+        if repo.records is not None:
+            pytest.skip("runs are rows in PostgreSQL: there are no run packs")
 
 
 class ArtifactStoreTests(_RepositorySuite):
@@ -315,6 +321,53 @@ class ArtifactStoreTests(_RepositorySuite):
         store.save("run-1", "artifact-50", sample_message({"i": 0}))  # payload already stored
         assert recorder.count("write", "append") == 1
 
+    def _reads(self, store: BackendArtifactStore, run_ids: list[str]) -> object:
+        return {
+            run_id: (
+                store.list_artifacts(run_id),
+                {a: store.get(run_id, a) for a in store.list_artifacts(run_id)},
+                {a: e.to_dict() for a, e in store.entries(run_id).items()},
+            )
+            for run_id in run_ids
+        }
+
+    def test_packed_runs_read_back_the_same(
+        self, store: BackendArtifactStore, repo: Repository
+    ) -> None:
+        """Runs moved into a run pack (as a push of many runs writes them) read as before."""
+        self.require_packs(repo)
+        runs = ["run-1", "run-2"]
+        for run in runs:
+            store.save(run, "a", sample_message({"run": run}))
+            store.save(run, "b", sample_message({"first": True}))
+            store.save(run, "b", sample_message({"second": True}))
+            repo.executions.save(run, sample_result(run))
+        before = self._reads(store, runs)
+        pack_runs(repo, runs)
+        assert list(repo.backend.list("runs")) == []
+        reopened = self.reopened(repo)
+        assert self._reads(reopened.artifacts, runs) == before
+        assert reopened.run_ids() == runs
+        assert reopened.artifacts.list_artifacts("run-3") == []
+
+    def test_saves_to_a_packed_run_land_on_top_of_it(
+        self, store: BackendArtifactStore, repo: Repository
+    ) -> None:
+        self.require_packs(repo)
+        first, second = sample_message({"n": 1}), sample_message({"n": 2})
+        store.save("run-1", "a", first)
+        store.save("run-1", "b", first)
+        repo.executions.save("run-1", sample_result("run-1"))
+        pack_runs(repo, ["run-1"])
+        writer = self.reopened(repo).artifacts
+        writer.save("run-1", "b", second)
+        writer.save("run-1", "c", second)
+        repo.executions.save("run-1", sample_result("run-1"))  # merges on object stores
+        reader = self.reopened(repo).artifacts
+        assert reader.list_artifacts("run-1") == ["a", "b", "c"]
+        assert reader.get("run-1", "a") == first
+        assert reader.get("run-1", "b") == second
+
 
 # --------------------------------------------------------------------------- ExecutionStore
 
@@ -384,6 +437,34 @@ class ExecutionStoreTests(_RepositorySuite):
             store.get("nope")
         assert isinstance(caught.value, KeyError)
         assert not store.exists("nope")
+
+    def test_packed_results_read_back_the_same(
+        self, store: BackendExecutionStore, repo: Repository
+    ) -> None:
+        self.require_packs(repo)
+        for run in ("run-1", "run-2", "run-3"):
+            store.save(run, sample_result(run))
+        pack_runs(repo, ["run-1", "run-2"])
+        reopened = self.reopened(repo).executions
+        assert reopened.list_runs() == ["run-1", "run-2", "run-3"]
+        for run in ("run-1", "run-2", "run-3"):
+            assert reopened.get(run) == sample_result(run)
+            assert reopened.exists(run)
+        assert not reopened.exists("run-4")
+        with pytest.raises(NotFoundError):
+            reopened.get("run-4")
+
+    def test_a_result_saved_to_a_packed_run_replaces_the_packed_one(
+        self, store: BackendExecutionStore, repo: Repository
+    ) -> None:
+        self.require_packs(repo)
+        store.save("run-1", sample_result("run-1", "running"))
+        pack_runs(repo, ["run-1"])
+        final = sample_result("run-1", "completed")
+        self.reopened(repo).executions.save("run-1", final)
+        reopened = self.reopened(repo).executions
+        assert reopened.get("run-1") == final
+        assert reopened.list_runs() == ["run-1"]
 
     def damage_result(self, repo: Repository, run_id: str) -> None:
         """Damage the stored result of `run_id` around the store."""

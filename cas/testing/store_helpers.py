@@ -15,11 +15,16 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
 
+import orjson
 import pytest
 
+from cas.digest import seal
+from cas.errors import NotFoundError
 from cas.model import ArtifactOutcome, ExecutionInfo, ExecutionResult, Message, SchemaRef
 from cas.objects import Backend, FsspecBackend, LocalBackend
-from cas.repository import Repository
+from cas.packs import RunSection
+from cas.repository import CONFIG, Repository
+from cas.stores import RESULT, RUNS, run_key
 
 # Keys no backend may accept: traversal, absolute, hidden/temporary, NUL, Windows separators,
 # empty segments.
@@ -221,8 +226,29 @@ def flip_byte(data: bytes, position: int | None = None) -> bytes:
 
 
 def make_repository(backend: Backend) -> Repository:
-    """A repository on `backend` (config kept in memory: the stores never read it)."""
-    return Repository(backend, {"schema_packages": []})
+    """A repository on `backend`: its ``config.json`` where one was written (run packs
+    write one, `pack_runs`), else a config kept in memory (the stores never read it)."""
+    try:
+        config = orjson.loads(backend.read(CONFIG))
+    except NotFoundError:
+        config = {"schema_packages": []}
+    return Repository(backend, config)
+
+
+def pack_runs(repo: Repository, run_ids: Iterable[str]) -> str:
+    """Move the runs' folders into one run pack, as a push of many runs writes them
+    (their result, newest entries and runbook), and delete the folders; its name."""
+    sections = []
+    for run_id in run_ids:
+        result = repo.backend.read(run_key(run_id, RESULT))
+        entries = repo.artifacts.entries(run_id).values()
+        lines = b"".join(seal(entry.to_dict()) + b"\n" for entry in entries)
+        sections.append((run_id, RunSection(result, lines, repo.runbook(run_id))))
+    repo.enable_packs()
+    name = repo.packs.write(sections)
+    for run_id, _section in sections:
+        repo.backend.delete(list(repo.backend.list(f"{RUNS}/{run_id}")))
+    return name
 
 
 def sample_message(content: dict[str, Any] | None = None, **fields: Any) -> Message:
