@@ -6,7 +6,8 @@ baselines measured in the same run:
 (a) full push of ``--runs`` runs of 22 Waivern-like artifacts (benchmarks/workload.py)
     from a local folder to S3, against writing the same unique objects (the bytes
     ``cas`` stores) with raw concurrent s3fs ``pipe_file`` calls from as many threads
-    as the push uses; measured raw, push, raw again;
+    as the push uses; ``--repeat`` pushes, each between two raw baselines (the
+    table gives the median push against the mean raw time, and each push's ratio);
 (b) incremental push of one new run (2 new objects) to a remote already holding
     ``--history-runs`` runs: S3 requests beyond the new objects;
 (c) ``cas gc`` of ``--gc-objects`` unreferenced objects: objects deleted per second and
@@ -139,7 +140,15 @@ def raw_pipe(fs: Any, root: str, objects: dict[str, bytes], workers: int) -> flo
 # (a) ---------------------------------------------------------------------------------
 
 
-def full_push(server: MotoServer, base: Path, runs: int, seed: int) -> list[Row]:
+def _alternating(repeat: int) -> list[str]:
+    """raw-1, push-1, raw-2, …, push-N, raw-N+1: each push between two raw baselines."""
+    order = ["raw-1"]
+    for i in range(1, repeat + 1):
+        order += [f"push-{i}", f"raw-{i + 1}"]
+    return order
+
+
+def full_push(server: MotoServer, base: Path, runs: int, seed: int, repeat: int = 3) -> list[Row]:
     options = server.storage_options()
     workload = generate(runs, 22, seed)
     print(f"(a) workload: {workload.summary()}", flush=True)
@@ -157,16 +166,16 @@ def full_push(server: MotoServer, base: Path, runs: int, seed: int) -> list[Row]
         if phase != "payloads" and not copied_at:  # the payloads are written: runs next
             copied_at.append(time.perf_counter())
 
-    for attempt in ("raw-1", "push", "raw-2"):
-        if attempt == "push":
-            dest = Repository.init(f"s3://{BUCKET}/push", **options)
+    pushes: list[tuple[float, float, str, int]] = []  # seconds, payload seconds, ops, requests
+    for attempt in _alternating(repeat):
+        if attempt.startswith("push"):
+            dest = Repository.init(f"s3://{BUCKET}/{attempt}", **options)
+            copied_at.clear()
             with counted(dest) as log:
                 start = time.perf_counter()
                 done = transfer(source, dest, source.run_ids(), progress=progress)
-                push_s = time.perf_counter() - start
-            payload_s = copied_at[-1] - start
-            push_log = _ops(log)
-            push_requests = log.count
+                took = time.perf_counter() - start
+            pushes.append((took, copied_at[-1] - start, _ops(log), log.count))
             assert done.objects_sent == len(objects), (done.objects_sent, len(objects))
             continue
         with count_s3_requests(fs) as log:
@@ -174,18 +183,23 @@ def full_push(server: MotoServer, base: Path, runs: int, seed: int) -> list[Row]
         raw_requests = log.count
     raw = statistics.mean(raw_s)
     n = len(objects)
+    push_s = statistics.median(took for took, _, _, _ in pushes)
+    payload_s = statistics.median(payload for _, payload, _, _ in pushes)
+    each = ", ".join(f"{raw / took:.2f}x" for took, _, _, _ in pushes)
+    push_log, push_requests = pushes[-1][2], pushes[-1][3]
     return [
         (
             "(a) raw s3fs pipe_file, 8 threads",
             f"{n / raw:,.0f} objects/s",
             f"{raw_requests:,}",
-            f"{raw:.1f} s (runs {raw_s[0]:.1f}, {raw_s[1]:.1f})",
+            f"{raw:.1f} s (mean of {', '.join(f'{r:.1f}' for r in raw_s)})",
         ),
         (
             f"(a) cas push, {runs:,} runs",
             f"{n / push_s:,.0f} objects/s",
             f"{push_requests:,}",
-            f"{push_s:.1f} s; {raw / push_s:.2f}x the raw rate (target >= 0.8x); {push_log}",
+            f"{push_s:.1f} s (median of {len(pushes)}); **{raw / push_s:.2f}x the raw rate** "
+            f"(each push: {each}; target >= 0.8x); {push_log}",
         ),
         (
             "(a) of which the payload phase",
@@ -194,13 +208,13 @@ def full_push(server: MotoServer, base: Path, runs: int, seed: int) -> list[Row]
             f"{payload_s:.1f} s (plan, checks, copies); {raw / payload_s:.2f}x the raw rate",
         ),
         (
-            "(a) request floor of this layout",
+            "(a) a folder per run instead (pushes of 10 runs or fewer)",
             "",
             f"{n + 2 * runs:,}",
             f"objects + 2 per run (manifest, result): at most {n / (n + 2 * runs):.2f}x "
             "the raw rate where each request costs the same",
         ),
-        *full_pull(fs, base, runs, objects),
+        *full_pull(fs, base, runs, objects, f"{BUCKET}/push-{repeat}"),
     ]
 
 
@@ -209,20 +223,20 @@ def raw_cat(fs: Any, root: str, keys: list[str], workers: int) -> float:
     return threaded(lambda key: fs.cat_file(f"{root}/{key}"), keys, workers)
 
 
-def full_pull(fs: Any, base: Path, runs: int, objects: dict[str, bytes]) -> list[Row]:
+def full_pull(fs: Any, base: Path, runs: int, objects: dict[str, bytes], pushed: str) -> list[Row]:
     """(a') the pushed prefix pulled back into an empty folder, against raw ``cat_file``
     of the same objects (measured before and after)."""
     options = dict(fs.storage_options)
     keys = sorted(objects)
-    raw_s = [raw_cat(fs, f"{BUCKET}/push", keys, DEFAULT_WORKERS)]
-    source = Repository.open(f"s3://{BUCKET}/push", **options)
+    raw_s = [raw_cat(fs, pushed, keys, DEFAULT_WORKERS)]
+    source = Repository.open(f"s3://{pushed}", **options)
     dest = Repository.init(str(base / "pulled"), fsync=False)
     with counted(source) as log:
         start = time.perf_counter()
         done = transfer(source, dest, source.run_ids())
         pull_s = time.perf_counter() - start
     assert len(done.runs_sent) == runs, done.to_dict()
-    raw_s.append(raw_cat(fs, f"{BUCKET}/push", keys, DEFAULT_WORKERS))
+    raw_s.append(raw_cat(fs, pushed, keys, DEFAULT_WORKERS))
     raw = statistics.mean(raw_s)
     n = len(keys)
     return [
@@ -369,6 +383,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--history-runs", type=int, default=10_000, help="(b) runs on the remote")
     parser.add_argument("--gc-objects", type=int, default=100_000, help="(c) garbage to sweep")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="(a) pushes, each between two raw baselines"
+    )
     parser.add_argument("--only", choices=("a", "b", "c"), action="append", help="a part only")
     return parser.parse_args(argv)
 
@@ -379,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="cas-bench-sync-"))
     rows: list[Row] = []
     steps: list[tuple[str, Callable[[MotoServer], list[Row]]]] = [
-        ("a", lambda server: full_push(server, base, args.runs, args.seed)),
+        ("a", lambda server: full_push(server, base, args.runs, args.seed, args.repeat)),
         ("b", lambda server: incremental_push(server, base, args.history_runs)),
         ("c", lambda server: gc_sweep(server, args.gc_objects, args.seed)),
     ]

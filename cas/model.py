@@ -9,6 +9,7 @@ belongs to one run and lives in that run's manifest entry.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -91,7 +92,14 @@ class SchemaRef:
         version = data.get("version") if isinstance(data, dict) else None
         if not isinstance(name, str) or not isinstance(version, str):
             raise InvalidInputError(f"invalid schema {data!r}: expected {{name, version}} strings")
-        return cls(name, version)
+        return _schema_ref(name, version)
+
+
+@functools.lru_cache(maxsize=4096)
+def _schema_ref(name: str, version: str) -> SchemaRef:
+    """One checked `SchemaRef` per name and version (a manifest names few schemas,
+    each in many entries)."""
+    return SchemaRef(name, version)
 
 
 @dataclass(frozen=True, slots=True)

@@ -319,6 +319,8 @@ class RunPacks:
     def orphans(self) -> list[str]:
         """Keys under ``packs/`` that no index commits: packs whose index a crash
         never wrote (garbage once older than gc's grace period)."""
+        if not self.enabled():  # a pack is only written into a format-2 repository
+            return []
         entries = [e for e in self.backend.children(PACKS) if not is_temp_name(e)]
         indexed = {e[: -len(".idx")] for e in entries if e.endswith(".idx")}
         return sorted(

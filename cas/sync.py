@@ -219,6 +219,8 @@ def _judge(sides: _Sides, where: str, outcome: SyncResult) -> _Plan | None:
     if result.status == "running":
         outcome.runs_skipped[run_id] = "still running"
         return None
+    if not sides.present:  # nothing there to compare with
+        return _Plan(run_id, result, sides.entries, {}, True, sides.runbook)
     mine, theirs = _entry_dicts(sides.entries), _entry_dicts(sides.dest_entries)
     if sides.dest_result is not None:
         same_result = sides.dest_result.to_dict() == result.to_dict()
