@@ -268,6 +268,8 @@ def _tiny_history(repo: Repository, runs: int) -> None:
 
 
 def incremental_push(server: MotoServer, base: Path, history: int) -> list[Row]:
+    """(b) on two remotes holding the same `history` runs: one with a folder per run
+    (copied as-is), one filled by a cas push (so the runs are in packs)."""
     options = server.storage_options()
     source = Repository.init(str(base / "history"), fsync=False)
     start = time.perf_counter()
@@ -283,26 +285,32 @@ def incremental_push(server: MotoServer, base: Path, history: int) -> list[Row]:
         if p.name != "config.json"
     }
     fs.pipe(payload)
-    print(f"(b) {history:,} runs on the remote in {time.perf_counter() - start:.0f} s", flush=True)
+    packed = Repository.init(f"s3://{BUCKET}/packed-history", **options)
+    transfer(source, packed, source.run_ids())  # setup, untimed: the history as run packs
+    print(f"(b) {history:,} runs on two remotes in {time.perf_counter() - start:.0f} s", flush=True)
     new = "new-run"
     for name in ("findings", "summary"):
         source.artifacts.save(new, name, Message(name, {"new": name}))
     _finish(source, new, ["findings", "summary"])
-    dest = Repository.open(f"s3://{BUCKET}/history", **options)
-    with counted(dest) as log:
-        start = time.perf_counter()
-        done = transfer(source, dest, [new])
-        took = time.perf_counter() - start
-    assert done.runs_sent == [new] and done.objects_sent == 2, done.to_dict()
-    beyond = log.count - done.objects_sent
-    return [
-        (
-            f"(b) incremental push, 1 run to {history:,}",
-            f"{took * 1000:.0f} ms",
-            f"{log.count}",
-            f"{beyond} beyond the 2 new objects (target <= 10); {_ops(log)}",
-        ),
-    ]
+    rows = []
+    for prefix, layout in (("history", "a folder per run"), ("packed-history", "in run packs")):
+        dest = Repository.open(f"s3://{BUCKET}/{prefix}", **options)
+        with counted(dest) as log:
+            start = time.perf_counter()
+            done = transfer(source, dest, [new])
+            took = time.perf_counter() - start
+        assert done.runs_sent == [new] and done.objects_sent == 2, done.to_dict()
+        beyond = log.count - done.objects_sent
+        packs = len(dest.packs.listed())
+        rows.append(
+            (
+                f"(b) incremental push, 1 run to {history:,} ({layout}: {packs} packs)",
+                f"{took * 1000:.0f} ms",
+                f"{log.count}",
+                f"**{beyond} beyond the 2 new objects** (target <= 10); {_ops(log)}",
+            )
+        )
+    return rows
 
 
 # (c) ---------------------------------------------------------------------------------

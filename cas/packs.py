@@ -4,19 +4,21 @@ A folder per run costs a write per file (``manifest.jsonl``, the result, the
 runbook), and on S3 each is a request whose price is the same whatever its
 size. A push of many runs writes them instead as **packs**:
 
-* ``packs/{hex}.pack``: one section per run, back to back. A section is the run's
+* ``packs/{name}.pack``: one section per run, back to back. A section is the run's
   sealed result (one line), its sealed manifest lines, then its runbook's bytes;
   every byte is what the run's folder would hold.
-* ``packs/{hex}.idx``: a sealed JSON record naming the pack's runs with the offset
-  and lengths of each section. ``hex`` is the BLAKE3 of the pack's bytes.
+* ``packs/{name}.idx``: a sealed JSON record naming the pack's runs with the offset
+  and lengths of each section. ``name`` is ``{low}-{high}-{digest}``: the range of
+  run ids inside (`bound`) and the BLAKE3 of the pack's bytes.
 
 The index file is the commit point: it is written after its pack, and readers
 only see packs that have one, so a crash between the two leaves an unreferenced
 pack (garbage for gc), never a run with missing records. Both are write-once.
-A reader lists ``packs/`` (one request), reads each index it has not seen
-(cached: an index never changes under its name) and reads one run with one ranged
-read of its section. Its records are sealed like any others (I6), and a full read
-(`check`) re-hashes the whole pack against its name.
+A reader lists ``packs/`` (one request), reads each index it has not seen whose
+range may hold the run it wants (cached: an index never changes under its name)
+and reads one run with one ranged read of its section. Its records are sealed
+like any others (I6), and a whole read (`RunPacks.load`) re-hashes the pack
+against its name.
 
 A run's folder, when it has one, takes precedence file by file (`cas.stores`):
 its result over the packed result, its journal over the packed manifest (its
@@ -27,6 +29,7 @@ that holds it without it: the new pack and index first, then the old index.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,6 +45,8 @@ from cas.objects import Backend, is_temp_name
 Mapper = Callable[[Callable[[str], Any], Iterable[str]], Iterable[Any]]  # `map`, a pool's map
 PACKS = "packs"
 PACK_FORMAT = "cas-pack/1"
+BOUND_BYTES = 16  # bytes of a run id that a pack's name bounds (`bound`)
+_NAME = re.compile(r"[0-9a-f]{32}-[0-9a-f]{32}-[0-9a-f]{64}")
 MAX_PACK_RUNS = 1000  # runs per pack a push writes; bounds a gc rewrite and a full check
 MAX_PACK_BYTES = 32 * 1024 * 1024
 _SECTIONS_KEPT = 256  # sections held after a read (a result, entries and runbook read)
@@ -109,8 +114,26 @@ def index_key(name: str) -> str:
     return f"{PACKS}/{name}.idx"
 
 
+def bound(run_id: str) -> str:
+    """The hex of the run id's first `BOUND_BYTES` bytes, padded with zeros: it sorts
+    as the ids do (a shorter id first), so a pack name can bound the ids inside."""
+    return run_id.encode()[:BOUND_BYTES].ljust(BOUND_BYTES, b"\0").hex()
+
+
+def covers(name: str, run_id: str) -> bool:
+    """Whether pack `name` may hold `run_id` (its name's range contains the id's bound)."""
+    low, high, _digest = name.split("-")
+    return low <= bound(run_id) <= high
+
+
 def build(sections: Sequence[tuple[str, RunSection]]) -> tuple[str, bytes, bytes]:
-    """``(name, pack bytes, index bytes)`` for `sections`, in their order."""
+    """``(name, pack bytes, index bytes)`` for `sections`, in their order.
+
+    The name is ``{low}-{high}-{digest}``: the least and greatest `bound` of its run
+    ids, then the BLAKE3 of the pack. A lookup of one run reads only the indexes
+    whose range contains it: with time-ordered ids (``cas run`` makes UUIDv7s) a
+    new run falls in none, so checking that a remote lacks it costs one listing.
+    """
     parts: list[bytes] = []
     places: list[list[Any]] = []
     offset = 0
@@ -120,7 +143,8 @@ def build(sections: Sequence[tuple[str, RunSection]]) -> tuple[str, bytes, bytes
         parts += [section.result, b"\n", section.manifest, section.runbook or b""]
         offset += section.size()
     data = b"".join(parts)
-    name = Digest.of(data).hex
+    bounds = [bound(run_id) for run_id, _ in sections]
+    name = f"{min(bounds)}-{max(bounds)}-{Digest.of(data).hex}"
     index = seal({"format": PACK_FORMAT, "pack": name, "size": len(data), "runs": places})
     return name, data, index
 
@@ -145,8 +169,8 @@ def _parse_index(name: str, data: bytes) -> list[PackedRun]:
     runs: list[PackedRun] = []
     for place in record.get("runs", []):
         run_id, start, result, manifest, runbook = place
-        if not is_valid_id(run_id):
-            raise IntegrityError(f"{index_key(name)} names an invalid run id {run_id!r}")
+        if not is_valid_id(run_id) or not covers(name, run_id):
+            raise IntegrityError(f"{index_key(name)} names a run id it cannot hold: {run_id!r}")
         runs.append(PackedRun(run_id, name, start, result, manifest, runbook))
     return runs
 
@@ -179,17 +203,27 @@ class RunPacks:
             self._rebuild()
         return name
 
-    def refresh(self, damaged: dict[str, str] | None = None) -> dict[str, PackedRun]:
+    def refresh(
+        self, damaged: dict[str, str] | None = None, *, only: Iterable[str] | None = None
+    ) -> dict[str, PackedRun]:
         """List ``packs/`` and read the indexes not seen before; run id → place.
 
-        An index that cannot be read raises `IntegrityError`, unless `damaged` is
-        given: then it is left out and its error recorded there (pack name → error).
+        With `only`, just the indexes whose name may hold one of those run ids (the
+        catalog returned is then partial). An index that cannot be read raises
+        `IntegrityError`, unless `damaged` is given: then it is left out and its
+        error recorded there (pack name → error).
         """
         if not self.enabled():
             return {}
         names = self.listed()
+        targets = None if only is None else set(only)
         with self._lock:
-            unseen = [name for name in names if name not in self._indexes]
+            unseen = [
+                name
+                for name in names
+                if name not in self._indexes
+                and (targets is None or any(covers(name, run_id) for run_id in targets))
+            ]
         read: dict[str, list[PackedRun]] = {}
         for name in unseen:
             try:
@@ -222,8 +256,14 @@ class RunPacks:
         return sorted(
             entry[: -len(".idx")]
             for entry in self.backend.children(PACKS)
-            if entry.endswith(".idx") and not is_temp_name(entry)
+            if entry.endswith(".idx") and _NAME.fullmatch(entry[: -len(".idx")])
         )
+
+    def holding(self, run_ids: Iterable[str]) -> set[str]:
+        """Which of `run_ids` a pack holds: one listing, and only the indexes whose
+        range may hold one of them are read."""
+        wanted = set(run_ids)
+        return wanted.intersection(self.refresh(only=wanted)) if wanted else set()
 
     def runs(self, damaged: dict[str, str] | None = None) -> set[str]:
         """Every packed run, listed now (see `refresh` for `damaged`)."""
@@ -233,7 +273,7 @@ class RunPacks:
         """The run's place, from the catalog in hand or, if it lacks the run, a new listing."""
         with self._lock:
             place = self._where.get(run_id)
-        return place if place is not None else self.refresh().get(run_id)
+        return place if place is not None else self.refresh(only=[run_id]).get(run_id)
 
     def read(self, run_id: str) -> RunSection | None:
         """The run's packed records; None if no pack holds it.
@@ -241,7 +281,7 @@ class RunPacks:
         A pack that a gc replaced since the catalog was built is looked up again.
         """
         for attempt in (1, 2):
-            place = self.find(run_id) if attempt == 1 else self.refresh().get(run_id)
+            place = self.find(run_id) if attempt == 1 else self.refresh(only=[run_id]).get(run_id)
             if place is None:
                 return None
             with self._lock:
@@ -274,7 +314,7 @@ class RunPacks:
         if places is None:
             places = _parse_index(name, self.backend.read(index_key(name)))
         data = self.backend.read(pack_key(name))
-        if Digest.of(data).hex != name:
+        if Digest.of(data).hex != name.rsplit("-", 1)[1]:
             raise IntegrityError(f"{pack_key(name)} does not hash to its name")
         return {p.run_id: p.cut(data[p.start : p.end]) for p in places}
 

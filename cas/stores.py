@@ -215,8 +215,8 @@ class BackendArtifactStore:
         result save calls it, so a finished run reads with one listing and one GET).
         Where the backend appends, or entries live elsewhere, `entries` are appended.
         Assumes one writer per run (the executor's owner record; push copies whole runs).
-        `fresh` says the caller knows the run has no manifest files yet (push found no
-        folder for it), which saves the listing.
+        `fresh` says the caller knows the run has no manifest files yet and is in no
+        pack (push found neither), which saves the listing and the pack lookup.
         """
         entries = list(entries)
         if self.manifests is not None or self.backend.supports_append:
@@ -236,7 +236,10 @@ class BackendArtifactStore:
         segments = [key for key in keys if key != manifest]
         if not lines and not segments:
             return
-        keys, known = self._with_base(run_id, keys, written)
+        if not fresh:  # a fresh run is in no pack either: nothing to stand in
+            keys, known = self._with_base(run_id, keys, written)
+        else:
+            known = written
         kept = [line + b"\n" for _key, _number, line in _lines(self.backend, keys, known)]
         self.backend.write(manifest, b"".join(kept + lines))
         self.backend.delete(segments)

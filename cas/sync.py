@@ -252,7 +252,7 @@ def _present(dest: Repository, run_ids: list[str]) -> set[str]:
         return set(dest.run_ids()).intersection(run_ids)
     folders = {run_id: iter(dest.backend.list(f"{RUNS}/{run_id}")) for run_id in run_ids}
     found = {run_id for run_id, keys in folders.items() if next(keys, None) is not None}
-    return found | dest.packs.runs().intersection(run_ids)  # one listing of packs/
+    return found | dest.packs.holding(run_ids)  # one listing of packs/
 
 
 def _copy_payloads(

@@ -303,3 +303,25 @@ def test_a_pull_of_packed_runs_reads_a_pack_at_a_time(tmp_path: Path, s3_bucket:
     assert pulled.requests - pulled.objects_sent < 10, pulled.to_dict()
     assert_same_runs(source, local, source.run_ids())
     assert [local.runbook(r) for r in source.run_ids()] == [RUNBOOK_TEXT] * 3 * RUNS
+
+
+def test_a_lookup_reads_only_the_indexes_whose_range_may_hold_the_run(tmp_path: Path) -> None:
+    source = source_repo(tmp_path / "source", runs=2 * RUNS)
+    url = str(tmp_path / "dest")
+    transfer(source, Repository.init(url, fsync=False), source.run_ids()[:RUNS])
+    transfer(source, Repository.open(url, fsync=False), source.run_ids()[RUNS:])
+    plain = Repository.open(url, fsync=False)
+    assert len(plain.packs.listed()) == 2
+    recorder = RecordingBackend(plain.backend)
+    repo = Repository(recorder, plain.config)
+
+    def indexes_read() -> int:
+        return sum(1 for key in recorder.keys_of("read") if key.endswith(".idx"))
+
+    assert not repo.executions.exists("zz-a-new-run")  # after every range: no index read
+    assert not repo.executions.exists("a-new-run")  # before every range
+    assert indexes_read() == 0
+    assert repo.executions.exists(source.run_ids()[-1])
+    assert indexes_read() == 1
+    assert repo.run_ids() == source.run_ids()  # a listing reads them all
+    assert indexes_read() == 2
