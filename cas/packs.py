@@ -70,11 +70,15 @@ class RunSection:
 
     def entries(self) -> dict[str, ArtifactEntry]:
         """The packed manifest: artifact id → newest entry, seals checked (I6)."""
-        entries: dict[str, ArtifactEntry] = {}
+        return {name: entry for name, (entry, _line) in self.sealed_entries().items()}
+
+    def sealed_entries(self) -> dict[str, tuple[ArtifactEntry, bytes]]:
+        """`entries`, each with the sealed line it was read from."""
+        entries: dict[str, tuple[ArtifactEntry, bytes]] = {}
         for number, line in enumerate(self.manifest.split(b"\n")[:-1], 1):
             entry = ArtifactEntry.from_dict(unseal(line, f"{self.where}:{number}"))
             entries.pop(entry.artifact_id, None)
-            entries[entry.artifact_id] = entry
+            entries[entry.artifact_id] = (entry, line)
         return entries
 
 
@@ -167,12 +171,25 @@ def _parse_index(name: str, data: bytes) -> list[PackedRun]:
     if record.get("format") != PACK_FORMAT or record.get("pack") != name:
         raise IntegrityError(f"{index_key(name)} is not a {PACK_FORMAT} index of pack {name}")
     runs: list[PackedRun] = []
-    for place in record.get("runs", []):
+    places = record.get("runs")
+    if not isinstance(places, list):
+        raise IntegrityError(f"{index_key(name)} has no list of runs")
+    for place in places:
+        if not _is_place(place):
+            raise IntegrityError(f"{index_key(name)} holds a malformed run place {place!r}")
         run_id, start, result, manifest, runbook = place
         if not is_valid_id(run_id) or not covers(name, run_id):
             raise IntegrityError(f"{index_key(name)} names a run id it cannot hold: {run_id!r}")
         runs.append(PackedRun(run_id, name, start, result, manifest, runbook))
     return runs
+
+
+def _is_place(place: object) -> bool:
+    """``[run id, offset ≥ 0, result ≥ 0, manifest ≥ 0, runbook ≥ -1]``."""
+    if not isinstance(place, list) or len(place) != 5 or not isinstance(place[0], str):
+        return False
+    numbers = place[1:]
+    return all(type(n) is int for n in numbers) and min(numbers[:3]) >= 0 and numbers[3] >= -1
 
 
 class RunPacks:
@@ -228,7 +245,9 @@ class RunPacks:
         for name in unseen:
             try:
                 read[name] = _parse_index(name, self.backend.read(index_key(name)))
-            except (IntegrityError, NotFoundError) as error:
+            except NotFoundError:
+                continue  # replaced by a gc since the listing: its runs are in the new pack
+            except IntegrityError as error:
                 if damaged is None:
                     raise
                 damaged[name] = str(error)

@@ -270,12 +270,20 @@ class BackendArtifactStore:
         """The run's manifest: artifact id → newest entry, in the order of those newest saves."""
         if self.manifests is not None:
             return self.manifests.entries(run_id)
-        entries: dict[str, ArtifactEntry] = {}
+        return {name: entry for name, (entry, _line) in self.sealed_entries(run_id).items()}
+
+    def sealed_entries(self, run_id: str) -> dict[str, tuple[ArtifactEntry, bytes]]:
+        """`entries`, each with the sealed line it was read from (a copy writes those
+        bytes as they are). Entries kept elsewhere are sealed again."""
+        if self.manifests is not None:
+            found = self.manifests.entries(run_id)
+            return {name: (entry, seal(entry.to_dict())) for name, entry in found.items()}
+        entries: dict[str, tuple[ArtifactEntry, bytes]] = {}
         keys, known = self._with_base(run_id, self._manifest_keys(run_id))
-        for record in _records(self.backend, keys, known):
+        for line, record in _records(self.backend, keys, known):
             entry = ArtifactEntry.from_dict(record)
             entries.pop(entry.artifact_id, None)
-            entries[entry.artifact_id] = entry
+            entries[entry.artifact_id] = (entry, line)
         return entries
 
     def _with_base(
@@ -369,10 +377,11 @@ def _lines(
 
 def _records(
     backend: Backend, keys: list[str], known: dict[str, bytes] | None = None
-) -> Iterator[dict[str, object]]:
-    """Sealed records of a run's manifest files, in order (see `_lines`)."""
+) -> Iterator[tuple[bytes, dict[str, object]]]:
+    """Each sealed line of a run's manifest files, in order (see `_lines`), with its
+    record unsealed."""
     for key, number, line in _lines(backend, keys, known):
-        yield unseal(line, f"{key}:{number}")
+        yield line, unseal(line, f"{key}:{number}")
 
 
 def check_result(run_id: str, result: ExecutionResult) -> None:

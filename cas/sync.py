@@ -48,7 +48,7 @@ from cas.errors import CasError, ConflictError, NotFoundError
 from cas.index_rows import RunQuery, aware
 from cas.locks import WRITER, locked
 from cas.model import ArtifactEntry, ExecutionResult
-from cas.objects import FsspecBackend, compress
+from cas.objects import FsspecBackend, LocalBackend, compress
 from cas.packs import Mapper, RunSection, batches
 from cas.repository import RUNBOOK, Repository
 from cas.stores import RUNS, run_key
@@ -100,6 +100,7 @@ class _Plan:
     dest_entries: dict[str, ArtifactEntry]
     fresh: bool  # the destination has no folder for the run
     runbook: bytes | Unread | None = UNREAD  # read with the run from a source pack
+    lines: dict[str, bytes] = field(default_factory=dict)  # the source's sealed entry lines
 
     def source_runbook(self, source: Repository) -> bytes | None:
         return source.runbook(self.run_id) if isinstance(self.runbook, Unread) else self.runbook
@@ -151,6 +152,13 @@ class _Sides:
     dest_entries: dict[str, ArtifactEntry] = field(default_factory=dict)
     present: bool = False
     runbook: bytes | Unread | None = UNREAD
+    lines: dict[str, bytes] = field(default_factory=dict)
+
+    def take(self, sealed: dict[str, tuple[ArtifactEntry, bytes]]) -> _Sides:
+        """Keep the source's entries and the sealed lines they were read from."""
+        self.entries = {name: entry for name, (entry, _line) in sealed.items()}
+        self.lines = {name: line for name, (_entry, line) in sealed.items()}
+        return self
 
 
 def _plan(
@@ -189,7 +197,7 @@ def _read_packed(
     found: dict[str, _Sides] = {}
     for run_id, section in source.packs.sections((r for r in wanted if r not in folders), mapper):
         result = section.execution_result()
-        sides = _Sides(run_id, result, section.entries(), present=run_id in present)
+        sides = _Sides(run_id, result, present=run_id in present).take(section.sealed_entries())
         sides.runbook = section.runbook
         if sides.present and result.status != "running":
             sides.dest_result, sides.dest_entries = dest.find_run(run_id)
@@ -204,7 +212,8 @@ def _read(source: Repository, dest: Repository, run_id: str, present: set[str]) 
         return _Sides(run_id, None)
     if result.status == "running":
         return _Sides(run_id, result)
-    sides = _Sides(run_id, result, source.artifacts.entries(run_id), present=run_id in present)
+    sides = _Sides(run_id, result, present=run_id in present)
+    sides.take(source.artifacts.sealed_entries(run_id))
     if sides.present:
         sides.dest_result, sides.dest_entries = dest.find_run(run_id)
     return sides
@@ -220,7 +229,7 @@ def _judge(sides: _Sides, where: str, outcome: SyncResult) -> _Plan | None:
         outcome.runs_skipped[run_id] = "still running"
         return None
     if not sides.present:  # nothing there to compare with
-        return _Plan(run_id, result, sides.entries, {}, True, sides.runbook)
+        return _Plan(run_id, result, sides.entries, {}, True, sides.runbook, sides.lines)
     mine, theirs = _entry_dicts(sides.entries), _entry_dicts(sides.dest_entries)
     if sides.dest_result is not None:
         same_result = sides.dest_result.to_dict() == result.to_dict()
@@ -238,7 +247,13 @@ def _judge(sides: _Sides, where: str, outcome: SyncResult) -> _Plan | None:
                 f"artifact {name!r}: refusing to overwrite it"
             )
     return _Plan(
-        run_id, result, sides.entries, sides.dest_entries, not sides.present, sides.runbook
+        run_id,
+        result,
+        sides.entries,
+        sides.dest_entries,
+        not sides.present,
+        sides.runbook,
+        sides.lines,
     )
 
 
@@ -447,14 +462,20 @@ def _sections(
     source: Repository, plans: list[_Plan], workers: int, ticker: _Ticker
 ) -> list[tuple[str, RunSection]]:
     """The packed records of `plans`: result, entries (in the source's order) and
-    runbook, byte for byte as their folders would hold them; runbooks read in the pool."""
+    runbook, byte for byte as their folders would hold them; runbooks read in the pool
+    (a local source's in this thread)."""
 
     def section(plan: _Plan) -> tuple[str, RunSection]:
-        lines = b"".join(seal(entry.to_dict()) + b"\n" for entry in plan.entries.values())
+        lines = b"".join(
+            (plan.lines.get(name) or seal(entry.to_dict())) + b"\n"
+            for name, entry in plan.entries.items()
+        )
         return plan.run_id, RunSection(
             seal(plan.result.to_dict()), lines, plan.source_runbook(source)
         )
 
+    if isinstance(source.backend, LocalBackend):  # no waiting on reads: threads only cost
+        return [ticker.after(section)(plan) for plan in plans]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return list(pool.map(ticker.after(section), plans))
 

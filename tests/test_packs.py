@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from test_sync import RUNBOOK_TEXT, assert_clean, assert_same_runs, make_run, source_repo
 
 from cas import repository as repository_module
+from cas.digest import seal
 from cas.errors import ConflictError, IntegrityError
 from cas.gc import Policy, collect
 from cas.model import ArtifactOutcome, ExecutionResult, Message
-from cas.packs import PACKS, PackedRun, RunSection, build, index_key, pack_key
+from cas.packs import PACKS, PackedRun, RunSection, _parse_index, build, index_key, pack_key
 from cas.repository import CONFIG, FORMAT, PACKED_FORMAT, RUNBOOK, Repository
 from cas.stores import MANIFEST, RESULT, run_key
 from cas.sync import FEW_RUNS, transfer
@@ -325,3 +326,23 @@ def test_a_lookup_reads_only_the_indexes_whose_range_may_hold_the_run(tmp_path: 
     assert indexes_read() == 1
     assert repo.run_ids() == source.run_ids()  # a listing reads them all
     assert indexes_read() == 2
+
+
+NAME = f"{'0' * 32}-{'f' * 32}-{'a' * 64}"
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=5),
+        lambda inner: st.lists(inner, max_size=6),
+        max_leaves=12,
+    )
+)
+def test_a_malformed_index_is_an_integrity_error(runs: object) -> None:
+    """Whatever a sealed index holds, reading it either works or raises IntegrityError."""
+    data = seal({"format": "cas-pack/1", "pack": NAME, "runs": runs})
+    try:
+        places = _parse_index(NAME, data)
+    except IntegrityError:
+        return
+    assert all(isinstance(place, PackedRun) for place in places)

@@ -19,6 +19,7 @@ from cas.digest import Digest
 from cas.errors import NotFoundError
 from cas.model import ExecutionResult, Message
 from cas.objects import Backend, FsspecBackend, LocalBackend
+from cas.testing.store_helpers import pack_runs
 from cas.testing.store_tests import make_repository, reopen
 from cas.testing.strategies import execution_results, json_objects, messages, schema_refs
 
@@ -87,6 +88,13 @@ class RepositoryMachine(RuleBasedStateMachine):
     @rule()
     def list_runs(self) -> None:
         assert self.repo.executions.list_runs() == sorted(self.results)
+
+    @rule(run=RUNS)
+    def pack_run(self, run: str) -> None:
+        """The run's folder becomes a run pack, as a push of many runs writes it; later
+        saves to it land in a new folder on top (docs/design.md §7)."""
+        if run in self.results and run not in self.repo.packs.runs():
+            pack_runs(self.repo, [run])
 
     @rule()
     def restart(self) -> None:
