@@ -293,15 +293,28 @@ def _copy_payloads(
     layouts = {d: source.payloads.chunk_sizes(d) for d in sorted(missing_chunked)}
     missing_chunks = dest.payloads.chunks.missing(c for cs in layouts.values() for c, _ in cs)
     copier = _Copier(
-        source, dest, sizes=sizes, layouts=layouts, missing_chunks=missing_chunks, progress=progress
+        source,
+        dest,
+        sizes=sizes,
+        layouts=layouts,
+        missing_chunks=missing_chunks,
+        progress=progress,
+        uploads=workers,
     )
     copier.total = len(missing_whole) + len(missing_chunked)
     if progress is not None:
         progress("payloads", 0, copier.total, 0)
     calls = [partial(copier.copy_whole, d) for d in sorted(missing_whole)]
     calls += [partial(copier.copy_chunked, d) for d in sorted(missing_chunked)]
-    _run_all(calls, workers)
+    _run_all(calls, workers + _read_ahead(workers))
     outcome.objects_sent, outcome.bytes_sent = copier.objects, copier.stored
+
+
+def _read_ahead(workers: int) -> int:
+    """Threads beyond `workers` for the payload copies: while `workers` writes are in
+    flight (the bound `--jobs` sets), these read and re-hash the next payloads, so a
+    write slot never waits on a read."""
+    return max(2, workers // 2)
 
 
 def _run_all(calls: Sequence[Callable[[], object]], workers: int) -> None:
@@ -330,6 +343,7 @@ class _Copier:
         layouts: dict[Digest, list[tuple[Digest, int]]],
         missing_chunks: set[Digest],
         progress: Progress | None,
+        uploads: int = DEFAULT_WORKERS,
     ) -> None:
         self.source, self.dest = source, dest
         self.sizes, self.layouts, self.missing_chunks = sizes, layouts, missing_chunks
@@ -337,13 +351,14 @@ class _Copier:
         self.once = _Once()
         self.lock = threading.Lock()
         self.total = self.copied = self.objects = self.stored = 0
+        self.uploads = threading.BoundedSemaphore(max(1, uploads))  # writes in flight
 
     def copy_whole(self, digest: Digest) -> None:
         source, dest = self.source.payloads.objects, self.dest.payloads.objects
         # re-hashed on the read; written as stored where both sides compress alike
         same = source.compressed == dest.compressed
         stored = source.stored(digest) if same else compress(source.get(digest))
-        self.dest.backend.write(dest.key(digest), stored)
+        self._write(dest.key(digest), stored)
         self._finished(1, len(stored))
 
     def copy_chunked(self, digest: Digest) -> None:
@@ -361,7 +376,7 @@ class _Copier:
             if self.once.claim(chunk):
                 try:
                     data = compress(piece)
-                    self.dest.backend.write(self.dest.payloads.chunks.key(chunk), data)
+                    self._write(self.dest.payloads.chunks.key(chunk), data)
                 except BaseException:
                     self.once.release(chunk, ok=False)
                     raise
@@ -371,8 +386,13 @@ class _Copier:
             self.once.wait(chunk)
         record = {"size": len(payload), "chunks": [[c.hex, n] for c, n in layout]}
         listed = compress(orjson.dumps(record))
-        self.dest.backend.write(self.dest.payloads.lists.key(digest), listed)
+        self._write(self.dest.payloads.lists.key(digest), listed)
         self._finished(written, stored + len(listed))
+
+    def _write(self, key: str, data: bytes) -> None:
+        """One write to the destination, at most `uploads` of them at once."""
+        with self.uploads:
+            self.dest.backend.write(key, data)
 
     def _finished(self, objects: int, stored: int) -> None:
         with self.lock:

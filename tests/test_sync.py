@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -558,3 +559,35 @@ def test_progress_reports_payloads_then_entries_then_results(tmp_path: Path) -> 
         assert [done for _, done, _, _ in calls] == list(range(len(calls)))  # 0, 1, ... in order
         assert calls[-1][1] == calls[-1][2]  # ends done
     assert seen[-1] == ("results", 3, 3, sent.bytes_sent)
+
+
+class _InFlight:
+    """A backend that counts the writes in progress at once (each takes a moment)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.supports_append = inner.supports_append
+        self.now = self.most = 0
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def write(self, key: str, data: bytes) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(0.01)
+        self.inner.write(key, data)
+        with self.lock:
+            self.now -= 1
+
+
+def test_jobs_bounds_the_payload_writes_in_flight(tmp_path: Path) -> None:
+    source = source_repo(tmp_path / "a", runs=3)
+    plain = Repository.init(f"memory://sync-{uuid.uuid4().hex}")
+    counting = _InFlight(plain.backend)
+    done = transfer(source, Repository(counting, plain.config), source.run_ids(), workers=2)
+    assert done.objects_sent > 20
+    assert counting.most == 2  # reads run ahead in more threads; writes stay within --jobs
