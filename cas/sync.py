@@ -171,13 +171,17 @@ def _plan(
     """Decide what each run needs; every conflict is found before the first write.
 
     The runs are read in a pool of `workers` threads (on S3 a few requests each),
-    then judged in order.
+    then judged in order. Where every read is local (a folder source, runs new to
+    the destination), in this thread: reading is then all CPU, and threads would
+    only add their switching.
     """
     wanted = list(dict.fromkeys(run_ids))
     present = _present(dest, wanted)
+    local = isinstance(source.backend, LocalBackend) and not present
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        packed = _read_packed(source, dest, wanted, present, pool.map)
-        read = list(pool.map(lambda r: packed.get(r) or _read(source, dest, r, present), wanted))
+        mapper: Mapper = map if local else pool.map
+        packed = _read_packed(source, dest, wanted, present, mapper)
+        read = list(mapper(lambda r: packed.get(r) or _read(source, dest, r, present), wanted))
     plans: list[_Plan] = []
     for sides in read:
         plan = _judge(sides, dest.url, outcome)
