@@ -42,7 +42,7 @@ JobsOption = Annotated[
     int,
     typer.Option(
         "--jobs", "-j", min=1, max=256, metavar="N",
-        help="Copies in flight at once (threads); more helps on high-latency links.",
+        help="Writes in flight at once (reads run a little ahead); more helps on slow links.",
     ),
 ]  # fmt: skip
 
