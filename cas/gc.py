@@ -44,7 +44,6 @@ from cas.ids import is_valid_id
 from cas.index_rows import pending_key
 from cas.locks import EXCLUSIVE, Lock, locked
 from cas.objects import Backend, LocalBackend, is_temp_name, list_times
-from cas.packs import PACKS
 from cas.payloads import CHUNKS, LISTS
 from cas.repository import Repository, RunInfo
 from cas.stores import RESULT, RUNS, run_key
@@ -407,11 +406,7 @@ def _collect(
 
 def _delete_orphan_packs(repo: Repository, cutoff: float, result: GcResult) -> None:
     """Packs older than the cutoff whose index a crash never wrote (`cas.packs`)."""
-    orphans = set(repo.packs.orphans())
-    if not orphans:
-        return
-    listed = list_times(repo.backend, PACKS)
-    old = [(k, size) for k, mtime, size in listed if k in orphans and mtime < cutoff]
+    old = repo.packs.orphans(older_than=cutoff)
     repo.backend.delete(k for k, _ in old)
     result.bytes_freed += sum(size for _, size in old)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast, get_args
@@ -336,3 +337,17 @@ class ArtifactEntry:
             envelope=data["envelope"],
             saved_at=data["saved_at"],
         )
+
+
+def newest_entries(
+    records: Iterable[tuple[bytes, dict[str, Any]]],
+) -> dict[str, tuple[ArtifactEntry, bytes]]:
+    """Artifact id → (newest entry, the sealed line it came from), from a manifest's
+    ``(line, unsealed record)`` pairs in save order: a later record for an artifact
+    replaces the earlier one (I10), and the result is in the order of those saves."""
+    entries: dict[str, tuple[ArtifactEntry, bytes]] = {}
+    for line, record in records:
+        entry = ArtifactEntry.from_dict(record)
+        entries.pop(entry.artifact_id, None)
+        entries[entry.artifact_id] = (entry, line)
+    return entries

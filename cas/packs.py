@@ -39,8 +39,8 @@ from typing import Any
 from cas.digest import Digest, seal, unseal
 from cas.errors import IntegrityError, NotFoundError
 from cas.ids import is_valid_id
-from cas.model import ArtifactEntry, ExecutionResult
-from cas.objects import Backend, is_temp_name
+from cas.model import ArtifactEntry, ExecutionResult, newest_entries
+from cas.objects import Backend, list_times
 
 Mapper = Callable[[Callable[[str], Any], Iterable[str]], Iterable[Any]]  # `map`, a pool's map
 PACKS = "packs"
@@ -74,12 +74,8 @@ class RunSection:
 
     def sealed_entries(self) -> dict[str, tuple[ArtifactEntry, bytes]]:
         """`entries`, each with the sealed line it was read from."""
-        entries: dict[str, tuple[ArtifactEntry, bytes]] = {}
-        for number, line in enumerate(self.manifest.split(b"\n")[:-1], 1):
-            entry = ArtifactEntry.from_dict(unseal(line, f"{self.where}:{number}"))
-            entries.pop(entry.artifact_id, None)
-            entries[entry.artifact_id] = (entry, line)
-        return entries
+        lines = enumerate(self.manifest.split(b"\n")[:-1], 1)
+        return newest_entries((line, unseal(line, f"{self.where}:{n}")) for n, line in lines)
 
 
 @dataclass(frozen=True)
@@ -375,13 +371,16 @@ class RunPacks:
                 self._rebuild()
         return sorted(hit)
 
-    def orphans(self) -> list[str]:
-        """Keys under ``packs/`` that no index commits: packs whose index a crash
-        never wrote (garbage once older than gc's grace period)."""
+    def orphans(self, older_than: float) -> list[tuple[str, int]]:
+        """``(key, size)`` of the packs that no index commits (their index a crash
+        never wrote) written before `older_than` (seconds since the epoch): garbage,
+        found with one listing of ``packs/``."""
         if not self.enabled():  # a pack is only written into a format-2 repository
             return []
-        entries = [e for e in self.backend.children(PACKS) if not is_temp_name(e)]
-        indexed = {e[: -len(".idx")] for e in entries if e.endswith(".idx")}
-        return sorted(
-            f"{PACKS}/{e}" for e in entries if e.endswith(".pack") and e[:-5] not in indexed
-        )
+        listed = [(key, mtime, size) for key, mtime, size in list_times(self.backend, PACKS)]
+        indexed = {key[: -len(".idx")] for key, _, _ in listed if key.endswith(".idx")}
+        return [
+            (key, size)
+            for key, mtime, size in listed
+            if key.endswith(".pack") and key[: -len(".pack")] not in indexed and mtime < older_than
+        ]

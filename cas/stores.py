@@ -25,7 +25,7 @@ import orjson
 from cas.digest import Digest, seal, unseal
 from cas.errors import InvalidInputError, NotFoundError
 from cas.ids import check_artifact_id, check_run_id, is_valid_id
-from cas.model import ArtifactEntry, ExecutionResult, Message
+from cas.model import ArtifactEntry, ExecutionResult, Message, newest_entries
 from cas.objects import Backend, LocalBackend, is_temp_name
 from cas.packs import RunPacks
 from cas.payloads import PayloadStore
@@ -254,10 +254,14 @@ class BackendArtifactStore:
             return b""
         base = b""
         if not self.backend.exists(run_key(run_id, MANIFEST)):
-            section = self.packs.read(run_id)
-            base = section.manifest if section is not None else b""
+            base = self._packed_manifest(run_id) or b""
         self._journals.add(run_id)
         return base
+
+    def _packed_manifest(self, run_id: str) -> bytes | None:
+        """The manifest lines of the run's pack; None if no pack holds it."""
+        section = self.packs.read(run_id)
+        return section.manifest if section is not None else None
 
     def sync(self, run_id: str) -> None:
         """Make every record appended to the run's manifest durable."""
@@ -278,13 +282,8 @@ class BackendArtifactStore:
         if self.manifests is not None:
             found = self.manifests.entries(run_id)
             return {name: (entry, seal(entry.to_dict())) for name, entry in found.items()}
-        entries: dict[str, tuple[ArtifactEntry, bytes]] = {}
         keys, known = self._with_base(run_id, self._manifest_keys(run_id))
-        for line, record in _records(self.backend, keys, known):
-            entry = ArtifactEntry.from_dict(record)
-            entries.pop(entry.artifact_id, None)
-            entries[entry.artifact_id] = (entry, line)
-        return entries
+        return newest_entries(_records(self.backend, keys, known))
 
     def _with_base(
         self, run_id: str, keys: list[str], known: dict[str, bytes] | None = None
@@ -296,11 +295,10 @@ class BackendArtifactStore:
         has_journal = (
             self.backend.exists(manifest) if self.backend.supports_append else manifest in keys
         )
-        if not has_journal:
-            section = self.packs.read(run_id)
-            if section is not None:
-                known[manifest] = section.manifest
-                keys = [manifest, *(key for key in keys if key != manifest)]
+        packed = None if has_journal else self._packed_manifest(run_id)
+        if packed is not None:
+            known[manifest] = packed
+            keys = [manifest, *(key for key in keys if key != manifest)]
         return keys, known
 
     def _manifest_keys(self, run_id: str) -> list[str]:
@@ -422,29 +420,26 @@ class BackendExecutionStore:
             section = self.packs.read(run_id)
             if section is None:
                 raise NotFoundError(f"no run {run_id!r}") from None
-            data, key = section.result, section.where
+            return section.execution_result()
         return ExecutionResult.from_dict(unseal(data, key))
 
     def list_runs(self) -> list[str]:
         """One recursive listing of ``runs/`` where the backend lists by pages (S3:
         a request per 1,000 keys), not a HEAD per run; a folder walk on a local disk."""
-        packed = self.packs.runs()
         if isinstance(self.backend, LocalBackend):
-            return sorted(
-                packed.union(
-                    run_id
-                    for run_id in self.backend.children(RUNS)
-                    if is_valid_id(run_id) and self.backend.exists(run_key(run_id, RESULT))
-                )
-            )
-        suffix = f"/{RESULT}"
-        return sorted(
-            packed.union(
+            folders = {
+                run_id
+                for run_id in self.backend.children(RUNS)
+                if is_valid_id(run_id) and self.backend.exists(run_key(run_id, RESULT))
+            }
+        else:
+            suffix = f"/{RESULT}"
+            folders = {
                 run_id
                 for key in self.backend.list(RUNS)
                 if key.endswith(suffix) and is_valid_id(run_id := key[len(RUNS) + 1 : -len(suffix)])
-            )
-        )
+            }
+        return sorted(folders | self.packs.runs())
 
     def exists(self, run_id: str) -> bool:
         """Whether `run_id` has a stored result (in its folder or a pack)."""
