@@ -92,12 +92,14 @@ def _prepare_resume(
 def stored_runbook(repo: Repository, run_id: str) -> Runbook:
     """The runbook a run stored when it started (its folder's, else its pack's)."""
     from cas.errors import NotFoundError
+    from cas.repository import RUNBOOK
     from cas.runbook import parse_runbook
+    from cas.stores import run_key
 
     data = repo.runbook(run_id)
     if data is None:
         raise NotFoundError(f"run {run_id!r} stored no runbook: give the runbook file")
-    source = f"{repo.url}/runs/{run_id}/runbook.yaml"
+    source = f"{repo.url}/{run_key(run_id, RUNBOOK)}"
     return parse_runbook(data.decode(), source_name=source)
 
 

@@ -165,8 +165,8 @@ class _Explainer:
 
         try:
             data = self.repo.runbook(self.run_id)
-            text = data.decode() if data is not None else ""
-            inputs = list(parse_runbook(text).artifacts[self.artifact_id].inputs)
+            runbook = parse_runbook(data.decode()) if data is not None else None
+            inputs = list(runbook.artifacts[self.artifact_id].inputs) if runbook else []
         except (CasError, KeyError, UnicodeDecodeError):
             inputs = []
         if len(inputs) != count:

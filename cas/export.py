@@ -88,12 +88,14 @@ def stored_outputs(repo: Repository, run_id: str) -> frozenset[str] | None:
     The runbook is parsed without the caller's environment, so the answer (and
     the export) never depends on who exports.
     """
+    from cas.repository import RUNBOOK
     from cas.runbook import parse_runbook
+    from cas.stores import run_key
 
     data = repo.runbook(run_id)
     if data is None:
         return None
-    source = f"{repo.url}/runs/{run_id}/runbook.yaml"
+    source = f"{repo.url}/{run_key(run_id, RUNBOOK)}"
     runbook = parse_runbook(data.decode(), source_name=source, env=_Blank())
     return frozenset(a for a, spec in runbook.artifacts.items() if spec.output)
 

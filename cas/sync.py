@@ -226,24 +226,9 @@ def _judge(sides: _Sides, where: str, outcome: SyncResult) -> _Plan | None:
     if result.status == "running":
         outcome.runs_skipped[run_id] = "still running"
         return None
-    if not sides.present:  # nothing there to compare with
-        return _Plan(run_id, result, sides.entries, {}, True, sides.runbook, sides.lines)
-    mine, theirs = _entry_dicts(sides.entries), _entry_dicts(sides.dest_entries)
-    if sides.dest_result is not None:
-        same_result = sides.dest_result.to_dict() == result.to_dict()
-        if same_result and mine == theirs:
-            outcome.runs_skipped[run_id] = "already present"
-            return None
-        raise ConflictError(
-            f"run {run_id!r} exists in {where} with a different "
-            f"{'manifest' if same_result else 'result'}: refusing to overwrite it"
-        )
-    for name, entry in theirs.items():
-        if mine.get(name) != entry:
-            raise ConflictError(
-                f"run {run_id!r} exists in {where} with a different entry for "
-                f"artifact {name!r}: refusing to overwrite it"
-            )
+    if sides.present and _already_there(sides, result, where):
+        outcome.runs_skipped[run_id] = "already present"
+        return None
     return _Plan(
         run_id,
         result,
@@ -253,6 +238,28 @@ def _judge(sides: _Sides, where: str, outcome: SyncResult) -> _Plan | None:
         sides.runbook,
         sides.lines,
     )
+
+
+def _already_there(sides: _Sides, result: ExecutionResult, where: str) -> bool:
+    """Whether the destination holds the run whole and the same; `ConflictError` if
+    it holds a different result or entry (a partial run of the same entries is not
+    there yet: the transfer completes it)."""
+    mine, theirs = _entry_dicts(sides.entries), _entry_dicts(sides.dest_entries)
+    if sides.dest_result is not None:
+        same_result = sides.dest_result.to_dict() == result.to_dict()
+        if same_result and mine == theirs:
+            return True
+        raise ConflictError(
+            f"run {sides.run_id!r} exists in {where} with a different "
+            f"{'manifest' if same_result else 'result'}: refusing to overwrite it"
+        )
+    for name, entry in theirs.items():
+        if mine.get(name) != entry:
+            raise ConflictError(
+                f"run {sides.run_id!r} exists in {where} with a different entry for "
+                f"artifact {name!r}: refusing to overwrite it"
+            )
+    return False
 
 
 def _present(dest: Repository, run_ids: list[str]) -> set[str]:
