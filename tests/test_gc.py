@@ -31,7 +31,7 @@ from cas.owner import OWNER, current_owner
 from cas.repository import Repository
 from cas.stores import run_key
 from cas.testing.services import S3Bucket
-from cas.testing.store_helpers import memory_backend, s3_backend
+from cas.testing.store_helpers import between_mark_and_listing, memory_backend, s3_backend
 from cas.verify import verify
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -308,16 +308,12 @@ def test_an_entry_written_after_the_mark_is_seen_by_the_re_check(
     """A writer names an old object after the mark read the manifests: the re-check sees it."""
     digest, _ = repo.objects.put(Message(id="a", content={"late": 1}).payload())
     _age(repo)
-    import cas.gc as gc_module
 
-    real = gc_module._cache_records
-
-    def late_writer(*args: Any) -> Any:  # runs between the mark and the listing
+    def late_writer() -> None:
         _save_run(repo, "late", {"a": {"late": 1}})
         _age(repo)  # as if the dedup hit could not renew the mtime (object stores)
-        return real(*args)
 
-    monkeypatch.setattr(gc_module, "_cache_records", late_writer)
+    between_mark_and_listing(monkeypatch, late_writer)
     result = collect(repo, Policy(grace=timedelta(0)))
     assert result.objects_removed == 0
     assert repo.payloads.exists(digest)

@@ -40,6 +40,7 @@ from cas.testing.pg import (
     table_rows,
 )
 from cas.testing.services import PostgresServer, S3Bucket
+from cas.testing.store_helpers import between_mark_and_listing
 from cas.testing.store_tests import ArtifactStoreTests, sample_message, sample_result
 from cas.verify import verify
 
@@ -291,22 +292,19 @@ def test_gc_on_postgres_re_reads_runs_saved_after_the_mark(
     pg_store: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A writer names an old object after the mark: `saved_after` brings its run back."""
-    import cas.gc as gc_module
     from cas.gc import Policy, collect
 
     _save_runs(pg_store, 2)
     late = sample_message({"late": 1})
     digest, _ = pg_store.objects.put(late.payload())
     _age_objects(pg_store)
-    real = gc_module._cache_records
 
-    def late_writer(*args: Any) -> Any:  # runs between the mark and the listing
+    def late_writer() -> None:
         pg_store.artifacts.save("run-0000", "late", late)  # a dedup hit on the old object
         pg_store.artifacts.save("late-run", "a", late)  # and a run the mark did not see
         _age_objects(pg_store)
-        return real(*args)
 
-    monkeypatch.setattr(gc_module, "_cache_records", late_writer)
+    between_mark_and_listing(monkeypatch, late_writer)
     result = collect(pg_store, Policy(grace=timedelta(0)))
     assert result.objects_removed == 0
     assert pg_store.payloads.exists(digest)

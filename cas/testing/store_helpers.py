@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar
 
@@ -309,3 +309,17 @@ class ContractTests:
 
 
 # --------------------------------------------------------------------------- known core bugs
+
+
+def between_mark_and_listing(monkeypatch: pytest.MonkeyPatch, action: Callable[[], object]) -> None:
+    """Run `action` inside the next gc, after its mark read the manifests and before it
+    lists the objects: where a late writer's save (a dedup hit) lands."""
+    import cas.gc as gc_module
+
+    real = gc_module._cache_records
+
+    def late(*args: Any) -> Any:
+        action()
+        return real(*args)
+
+    monkeypatch.setattr(gc_module, "_cache_records", late)
