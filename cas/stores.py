@@ -253,7 +253,7 @@ class BackendArtifactStore:
         if run_id in self._journals:
             return b""
         base = b""
-        if not self.backend.exists(run_key(run_id, MANIFEST)):
+        if self.packs.enabled() and not self.backend.exists(run_key(run_id, MANIFEST)):
             base = self._packed_manifest(run_id) or b""
         self._journals.add(run_id)
         return base
@@ -292,6 +292,8 @@ class BackendArtifactStore:
         journal when the run's folder has none (its segments still apply on top)."""
         manifest = run_key(run_id, MANIFEST)
         known = dict(known or {})
+        if not self.packs.enabled():  # a repository without packs: no journal check
+            return keys, known
         has_journal = (
             self.backend.exists(manifest) if self.backend.supports_append else manifest in keys
         )
